@@ -1,0 +1,42 @@
+# `make demo` and `make test` each create or refresh .venv first.
+# A GPU host overrides the torch pin:  make demo TORCH_SPEC='torch==2.13.0' PIP_EXTRA='--index-url ...'
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PIP_EXTRA ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast protos results bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(PIP_EXTRA) '$(TORCH_SPEC)'
+	$(BIN)/pip install -q $(PIP_EXTRA) -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/splitleak demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not slow'
+
+# Regenerate the committed stubs from protos/ (tests/test_protos.py fails when they are stale).
+protos: $(STAMP)
+	$(BIN)/python -m splitleak.protogen
+
+results: $(STAMP)
+	$(BIN)/splitleak results
+
+bench: $(STAMP)
+	$(BIN)/splitleak bench transport
+	$(BIN)/splitleak bench attacks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,29 @@
+"""python -m adversary --config RUN.yaml [key.sub=value ...]  (the sidecar proxy)"""
+
+from __future__ import annotations
+
+import logging
+
+from adversary.proxy import serve_proxy
+from adversary.tap import build_tap
+from splitleak.entry import announce_ready, parse_process_args, stop_event
+
+log = logging.getLogger("adversary")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, args = parse_process_args("adversary", "Run the adversary proxy in front of the label party.", argv)
+    stop = stop_event()
+    running = serve_proxy(config, build_tap(config))
+    announce_ready(args.ready_file, role="adversary", port=running.port)
+    while not stop.wait(0.2):
+        if config.adversary.exit_after_finish and running.tap.finished.is_set():
+            log.info("run finished; exiting")
+            break
+    running.stop(grace_s=5.0)
+    log.info("attack log: %s", running.tap.log.path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

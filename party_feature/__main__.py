@@ -1,0 +1,48 @@
+"""python -m party_feature --config RUN.yaml [key.sub=value ...]"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import grpc
+import torch
+
+from adversary.interceptor import TapInterceptor
+from adversary.tap import SIDE_CHANNEL, build_tap
+from party_feature.link import GrpcLink
+from party_feature.party import build_feature_party
+from splitleak.data import read_known_samples
+from splitleak.entry import parse_process_args
+
+log = logging.getLogger("party_feature")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, _ = parse_process_args("party_feature", "Drive a split-learning run as the feature party.", argv)
+    run_dir = Path(config.run.dir)
+    party = build_feature_party(config)
+    tap = build_tap(config) if config.adversary.mode == "interceptor" else None
+    link = GrpcLink(config, interceptors=[TapInterceptor(tap)] if tap else ())
+    known_ids = None
+    if config.feature_party.embed_known and config.adversary.known_labels and config.adversary.mode != "off":
+        known_ids, _ = read_known_samples(config.adversary.known_labels)  # the attacker's own ids; labels unused here
+    try:
+        report = party.run(link, known_ids=known_ids, side_channel=run_dir / SIDE_CHANNEL)
+    except grpc.RpcError as err:
+        print(f"party_feature: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    finally:
+        link.close()
+        if tap:
+            tap.close()
+    (run_dir / "feature_party").mkdir(parents=True, exist_ok=True)
+    torch.save(party.bottom.state_dict(), run_dir / "feature_party" / "bottom.pt")
+    print(f"test accuracy {report.finish.test_accuracy:.4f} on {report.finish.test_samples} samples; "
+          f"trained {report.train_rounds} rounds in {report.train_seconds:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

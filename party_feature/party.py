@@ -1,0 +1,166 @@
+"""The feature party: raw features, the bottom model, and the loop that drives training and inference."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from splitleak import PROTOCOL_VERSION
+from splitleak.codec import tensor_from_proto, tensor_to_proto
+from splitleak.config import config_digest
+from splitleak.data import Split, load_dataset, split_ids
+from splitleak.models import build_bottom, build_optimizer
+from splitleak.v1 import splitleak_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FeatureParty", "RunReport", "build_feature_party"]
+
+
+@dataclass
+class RunReport:
+    train_seconds: float = 0.0
+    train_rounds: int = 0
+    infer_seconds: float = 0.0
+    infer_rounds: int = 0
+    losses: list[float] | None = None
+    finish: pb.FinishReply | None = None
+
+
+class FeatureParty:
+    """Holds the features (never labels) and the bottom model; drives the run over a link."""
+
+    def __init__(self, config, *, features: np.ndarray, split: Split, num_classes: int) -> None:
+        self.config = config
+        self.run_id = config.run.id
+        self.num_classes = num_classes
+        self.device = torch.device(config.feature_party.device)
+        self._features = torch.from_numpy(features)
+        self.split = split
+        self.bottom = build_bottom(tuple(features.shape[1:]), config.model, seed=config.run.seed).to(self.device)
+        self.optimizer = build_optimizer(self.bottom, config.train)
+        self.wire_dtype = config.feature_party.wire_dtype
+
+    def batches(self, ids: np.ndarray, *, shuffle_seed: int | None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yields (sample_ids, X) batches: the loader never sees a label."""
+        if shuffle_seed is not None:
+            ids = np.random.default_rng(shuffle_seed).permutation(ids)
+        size = self.config.train.batch_size
+        for start in range(0, len(ids), size):
+            batch = ids[start : start + size]
+            yield batch, self._features[torch.as_tensor(batch)]
+
+    def embed(self, ids: np.ndarray) -> torch.Tensor:
+        """Returns the bottom model's smashed data for ids, in eval mode."""
+        self.bottom.eval()
+        with torch.no_grad():
+            return torch.cat([self.bottom(x.to(self.device)).cpu() for _, x in self.batches(ids, shuffle_seed=None)])
+
+    def hello(self, link) -> pb.HelloReply:
+        return link.hello(pb.HelloRequest(
+            protocol_version=PROTOCOL_VERSION,
+            run_id=self.run_id,
+            cut_dim=self.config.model.cut_dim,
+            num_classes=self.num_classes,
+            batch_size=self.config.train.batch_size,
+            config_digest=config_digest(self.config),
+        ))
+
+    def train_epoch(self, link, epoch: int, on_step=None) -> list[float]:
+        """Runs one epoch over the training split; returns the per-step losses."""
+        losses = []
+        self.bottom.train()
+        for step, (ids, x) in enumerate(self.batches(self.split.train_ids, shuffle_seed=self.config.run.seed * 1000 + epoch)):
+            self.optimizer.zero_grad()
+            smashed = self.bottom(x.to(self.device))
+            reply = link.train_step(pb.TrainStepRequest(
+                run_id=self.run_id, epoch=epoch, step=step, sample_ids=ids.tolist(),
+                smashed=tensor_to_proto(smashed, self.wire_dtype),
+            ))
+            cut_grad = tensor_from_proto(reply.cut_grad, what="cut_grad").to(self.device, smashed.dtype)
+            if cut_grad.shape != smashed.shape:
+                raise RuntimeError(f"label party returned a gradient of shape {list(cut_grad.shape)} for smashed data of shape {list(smashed.shape)}")
+            smashed.backward(cut_grad)
+            self.optimizer.step()
+            losses.append(reply.loss)
+            if on_step:
+                on_step()
+        return losses
+
+    def infer_pass(self, link, on_step=None) -> int:
+        """Sends the test split's smashed data for inference; returns the number of rounds."""
+        rounds = 0
+        self.bottom.eval()
+        with torch.no_grad():
+            for i, (ids, x) in enumerate(self.batches(self.split.test_ids, shuffle_seed=None)):
+                smashed = self.bottom(x.to(self.device))
+                link.infer(pb.InferRequest(
+                    run_id=self.run_id, request_id=f"{self.run_id}-infer-{i:06d}", sample_ids=ids.tolist(),
+                    smashed=tensor_to_proto(smashed, self.wire_dtype),
+                ))
+                rounds += 1
+                if on_step:
+                    on_step()
+        return rounds
+
+    def run(self, link, *, known_ids: np.ndarray | None = None, side_channel: Path | None = None) -> RunReport:
+        """Trains for train.epochs, runs inference on the test split, and ends the run with Finish."""
+        cfg = self.config
+        reply = self.hello(link)
+        if (reply.next_epoch, reply.next_step) != (0, 0):
+            raise RuntimeError(
+                f"the label party has already applied steps up to ({reply.next_epoch}, {reply.next_step}) "
+                f"of run {self.run_id}; start a fresh label party or use a new run.id"
+            )
+        report = RunReport(losses=[])
+        steps_per_epoch = -(-len(self.split.train_ids) // cfg.train.batch_size)
+        infer_steps = -(-len(self.split.test_ids) // cfg.train.batch_size)
+        with _progress(cfg.feature_party.progress) as progress:
+            task = progress.add_task("train", total=steps_per_epoch * cfg.train.epochs)
+            start = time.perf_counter()
+            for epoch in range(cfg.train.epochs):
+                progress.update(task, description=f"train epoch {epoch}")
+                losses = self.train_epoch(link, epoch, on_step=lambda: progress.advance(task))
+                report.losses.extend(losses)
+                log.info("epoch %d: mean loss %.4f", epoch, float(np.mean(losses)))
+            report.train_seconds = time.perf_counter() - start
+            report.train_rounds = steps_per_epoch * cfg.train.epochs
+            if known_ids is not None and side_channel is not None:
+                write_side_channel(side_channel, known_ids, self.embed(known_ids))
+            task = progress.add_task("inference", total=infer_steps)
+            start = time.perf_counter()
+            report.infer_rounds = self.infer_pass(link, on_step=lambda: progress.advance(task))
+            report.infer_seconds = time.perf_counter() - start
+        report.finish = link.finish(pb.FinishRequest(
+            run_id=self.run_id, train_seconds=report.train_seconds, train_rounds=report.train_rounds,
+            infer_seconds=report.infer_seconds, infer_rounds=report.infer_rounds, epochs=cfg.train.epochs,
+        ))
+        return report
+
+
+def write_side_channel(path: Path, ids: np.ndarray, smashed: torch.Tensor) -> None:
+    """Hands the attacker's known samples, embedded by the current bottom model, to the local adversary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, ids=np.asarray(ids, dtype=np.int64), smashed=smashed.numpy())
+    tmp.replace(path)
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    disable=not enabled, transient=False)
+
+
+def build_feature_party(config) -> FeatureParty:
+    """Returns the feature party for a run: it loads the features only, never the labels."""
+    dataset = load_dataset(config.data, config.run.seed)
+    features = dataset.features()
+    split = split_ids(len(features), test_fraction=config.data.test_fraction, seed=config.run.seed)
+    return FeatureParty(config, features=features, split=split, num_classes=dataset.num_classes)

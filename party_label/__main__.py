@@ -1,0 +1,33 @@
+"""python -m party_label --config RUN.yaml [key.sub=value ...]"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from party_label.server import serve
+from splitleak.entry import announce_ready, parse_process_args, stop_event
+
+log = logging.getLogger("party_label")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, args = parse_process_args("party_label", "Serve the label party of a split-learning run.", argv)
+    stop = stop_event()
+    running = serve(config)
+    announce_ready(args.ready_file, role="label_party", port=running.port)
+    while not stop.wait(0.2):
+        if config.label_party.exit_after_finish and running.party.finished.is_set():
+            log.info("run finished; exiting")
+            break
+    running.stop(grace_s=5.0)
+    checkpoint = Path(config.run.dir) / "label_party" / "top.pt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(running.party.top.state_dict(), checkpoint)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

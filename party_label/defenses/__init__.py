@@ -1,0 +1,8 @@
+"""Defenses the label party applies to its training and to the cut-layer gradients it returns."""
+
+from __future__ import annotations
+
+from party_label.defenses.base import DEFENSES, Defense, DefenseContext, build_defense
+from party_label.defenses import none as _none  # noqa: F401  (registers)
+
+__all__ = ["DEFENSES", "Defense", "DefenseContext", "build_defense"]

@@ -1,0 +1,56 @@
+"""The defense interface and its registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from splitleak.registry import Registry
+
+__all__ = ["DEFENSES", "Defense", "DefenseContext", "build_defense"]
+
+DEFENSES: Registry[type["Defense"]] = Registry("defense")
+
+
+@dataclass(frozen=True)
+class DefenseContext:
+    """What a defense may know about the run."""
+
+    num_classes: int
+    train_size: int
+    batch_size: int
+    epochs: int
+    seed: int
+
+
+class Defense:
+    """A label-party defense. The default methods leave everything unchanged."""
+
+    name = "base"
+
+    def __init__(self, cfg, ctx: DefenseContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+
+    def train_labels(self, labels: torch.Tensor, train_ids: torch.Tensor) -> torch.Tensor:
+        """Returns the labels the top model trains on (label DP randomises them once per run)."""
+        return labels
+
+    def wrap_training(self, top: nn.Module, optimizer: torch.optim.Optimizer):
+        """Returns (top, optimizer) to train with (DP-SGD makes them private)."""
+        return top, optimizer
+
+    def protect(self, cut_grad: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Returns the cut-layer gradient to send back to the feature party."""
+        return cut_grad
+
+    def privacy_spent(self) -> tuple[float, float] | None:
+        """Returns (epsilon, delta) spent so far, or None for defenses without a privacy budget."""
+        return None
+
+
+def build_defense(cfg, ctx: DefenseContext) -> Defense:
+    """Returns the configured defense; unknown names fail with the known ones."""
+    return DEFENSES.get(cfg.name)(cfg, ctx)

@@ -1,0 +1,210 @@
+"""The label party's domain logic: it knows nothing of gRPC.
+
+Labels live here and nowhere else; what leaves is the cut-layer gradient (after
+the defense), the loss, and aggregate metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from party_label.defenses import DefenseContext, build_defense
+from splitleak import PROTOCOL_VERSION
+from splitleak.data import Split
+from splitleak.errors import ProtocolError
+from splitleak.models import build_optimizer, build_top
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LabelParty", "StepResult"]
+
+
+
+@dataclass(frozen=True)
+class StepResult:
+    cut_grad: torch.Tensor
+    loss: float
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    sample_ids: bytes
+    result: StepResult
+
+
+class LabelParty:
+    """Trains the top model on smashed data, one (epoch, step) at a time, exactly once each."""
+
+    def __init__(self, config, *, labels: np.ndarray, split: Split, num_classes: int, digest: str) -> None:
+        self.config = config
+        self.run_id = config.run.id
+        self.num_classes = num_classes
+        self.digest = digest
+        self.device = torch.device(config.label_party.device)
+        self.split = split
+        self._labels = torch.as_tensor(labels, dtype=torch.long)
+        self._is_train = np.zeros(len(labels), dtype=bool)
+        self._is_train[split.train_ids] = True
+        self._is_test = np.zeros(len(labels), dtype=bool)
+        self._is_test[split.test_ids] = True
+
+        self.defense = build_defense(
+            config.label_party.defense,
+            DefenseContext(
+                num_classes=num_classes,
+                train_size=len(split.train_ids),
+                batch_size=config.train.batch_size,
+                epochs=config.train.epochs,
+                seed=config.run.seed,
+            ),
+        )
+        self._train_labels = self.defense.train_labels(self._labels, torch.as_tensor(split.train_ids))
+        top = build_top(num_classes, config.model, seed=config.run.seed).to(self.device)
+        self.top, self.optimizer = self.defense.wrap_training(top, build_optimizer(top, config.train))
+
+        self._lock = threading.Lock()
+        self._greeted = False
+        self._last_step: tuple[int, int] | None = None
+        self._recorded: OrderedDict[tuple[int, int], _Recorded] = OrderedDict()
+        self._infer_replies: dict[str, list[int]] = {}
+        self._test_correct: dict[int, bool] = {}
+        self._last_loss = float("nan")
+        self.finished = threading.Event()
+
+    # -- handshake -----------------------------------------------------------------
+
+    def hello(self, *, protocol_version: int, run_id: str, cut_dim: int, num_classes: int,
+              batch_size: int, config_digest: str) -> tuple[int, int]:
+        """Returns the next (epoch, step) this party will apply; refuses a mismatched peer."""
+        mine = self.config
+        checks = [
+            (protocol_version == PROTOCOL_VERSION,
+             f"protocol version {protocol_version} is not supported; this label party speaks {PROTOCOL_VERSION}"),
+            (run_id == self.run_id, f"run id {run_id!r} does not match this label party's run {self.run_id!r}"),
+            (cut_dim == mine.model.cut_dim, f"cut dimension {cut_dim} does not match the run's {mine.model.cut_dim}"),
+            (num_classes == self.num_classes,
+             f"{num_classes} classes does not match the run's {self.num_classes}"),
+            (batch_size == mine.train.batch_size,
+             f"batch size {batch_size} does not match the run's {mine.train.batch_size}"),
+            (config_digest == self.digest,
+             f"config digest {config_digest} does not match the label party's {self.digest}: "
+             "the data, model and train sections and run.seed must be identical on both parties"),
+        ]
+        problems = [msg for ok, msg in checks if not ok]
+        if problems:
+            raise ProtocolError("FAILED_PRECONDITION", "; ".join(problems))
+        with self._lock:
+            self._greeted = True
+            return self._next_step()
+
+    def _next_step(self) -> tuple[int, int]:
+        return (0, 0) if self._last_step is None else (self._last_step[0], self._last_step[1] + 1)
+
+    def _check_run(self, run_id: str) -> None:
+        if run_id != self.run_id:
+            raise ProtocolError("FAILED_PRECONDITION", f"run id {run_id!r} does not match this label party's run {self.run_id!r}")
+        if not self._greeted:
+            raise ProtocolError("FAILED_PRECONDITION", "call Hello before training or inference")
+
+    def _check_batch(self, sample_ids: np.ndarray, smashed: torch.Tensor, *, allowed: np.ndarray, split_name: str) -> None:
+        cut_dim = self.config.model.cut_dim
+        if len(sample_ids) == 0:
+            raise ProtocolError("INVALID_ARGUMENT", "the batch has no sample ids")
+        if smashed.dim() != 2:
+            raise ProtocolError("INVALID_ARGUMENT", f"smashed tensor must be 2-D (batch, {cut_dim}), got shape {list(smashed.shape)}")
+        if smashed.shape[1] != cut_dim:
+            raise ProtocolError("INVALID_ARGUMENT", f"smashed tensor has {smashed.shape[1]} columns, the run's cut dimension is {cut_dim}")
+        if smashed.shape[0] != len(sample_ids):
+            raise ProtocolError("INVALID_ARGUMENT", f"smashed tensor has {smashed.shape[0]} rows for {len(sample_ids)} sample ids")
+        out_of_range = sample_ids[(sample_ids < 0) | (sample_ids >= len(allowed))]
+        if len(out_of_range):
+            raise ProtocolError("INVALID_ARGUMENT", f"sample ids {out_of_range[:5].tolist()} are outside the dataset (0..{len(allowed) - 1})")
+        outside = sample_ids[~allowed[sample_ids]]
+        if len(outside):
+            raise ProtocolError("INVALID_ARGUMENT", f"sample ids {outside[:5].tolist()} are not in the {split_name} split")
+
+    # -- training ------------------------------------------------------------------
+
+    def train_step(self, *, run_id: str, epoch: int, step: int, sample_ids: np.ndarray, smashed: torch.Tensor) -> StepResult:
+        """Returns the cut-layer gradient and loss for one batch; a replayed (epoch, step) returns the recorded result."""
+        self._check_run(run_id)
+        key = (epoch, step)
+        with self._lock:
+            recorded = self._recorded.get(key)
+            if recorded is not None:
+                if recorded.sample_ids != sample_ids.tobytes():
+                    raise ProtocolError("FAILED_PRECONDITION", f"step {key} was already applied with other sample ids")
+                log.info("replaying recorded reply of step %s", key)
+                r = recorded.result
+                return StepResult(r.cut_grad, r.loss, replayed=True)
+            nxt = self._next_step()
+            if self._last_step is not None and key <= self._last_step:
+                raise ProtocolError("FAILED_PRECONDITION", f"step {key} was applied long ago and its reply is no longer held")
+            if key not in (nxt, (nxt[0] + 1, 0)):
+                raise ProtocolError("FAILED_PRECONDITION", f"step {key} is ahead of the next expected step {nxt} (or {(nxt[0] + 1, 0)})")
+            self._check_batch(sample_ids, smashed, allowed=self._is_train, split_name="training")
+            result = self._apply(sample_ids, smashed)
+            self._last_step = key
+            self._recorded[key] = _Recorded(sample_ids.tobytes(), result)
+            while len(self._recorded) > self.config.label_party.replay_window:
+                self._recorded.popitem(last=False)
+            return result
+
+    def _apply(self, sample_ids: np.ndarray, smashed: torch.Tensor) -> StepResult:
+        labels = self._train_labels[torch.as_tensor(sample_ids)].to(self.device)
+        smashed = smashed.to(self.device).requires_grad_(True)
+        self.top.train()
+        self.optimizer.zero_grad()
+        loss = F.cross_entropy(self.top(smashed), labels)
+        loss.backward()
+        cut_grad = self.defense.protect(smashed.grad.detach(), labels)
+        self.optimizer.step()
+        self._last_loss = float(loss.detach())
+        return StepResult(cut_grad.cpu(), self._last_loss)
+
+    # -- inference -----------------------------------------------------------------
+
+    def infer(self, *, run_id: str, request_id: str, sample_ids: np.ndarray, smashed: torch.Tensor) -> list[int]:
+        """Returns the predicted classes of one inference batch (a replayed request_id returns the recorded ones)."""
+        self._check_run(run_id)
+        if not request_id:
+            raise ProtocolError("INVALID_ARGUMENT", "request_id must be set")
+        with self._lock:
+            if request_id in self._infer_replies:
+                return self._infer_replies[request_id]
+            allowed = np.ones(len(self._labels), dtype=bool)
+            self._check_batch(sample_ids, smashed, allowed=allowed, split_name="dataset")
+            self.top.eval()
+            with torch.no_grad():
+                predicted = self.top(smashed.to(self.device)).argmax(dim=1).cpu().numpy()
+            for sid, pred in zip(sample_ids.tolist(), predicted.tolist()):
+                if self._is_test[sid]:
+                    self._test_correct[sid] = pred == int(self._labels[sid])
+            self._infer_replies[request_id] = predicted.tolist()
+            return self._infer_replies[request_id]
+
+    def finish(self, *, run_id: str) -> dict:
+        """Returns the task metrics this party publishes (aggregates only) and marks the run finished."""
+        self._check_run(run_id)
+        with self._lock:
+            spent = self.defense.privacy_spent()
+            metrics = {
+                "test_accuracy": float(np.mean(list(self._test_correct.values()))) if self._test_correct else float("nan"),
+                "test_samples": len(self._test_correct),
+                "defense": self.defense.name,
+                "epsilon": spent[0] if spent else None,
+                "delta": spent[1] if spent else None,
+                "final_train_loss": self._last_loss,
+            }
+        log.info("finished: %s", metrics)
+        self.finished.set()
+        return metrics
+

@@ -1,0 +1,167 @@
+"""The `splitleak` command: demo, inspect, attack, known-labels, sweep, results, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from splitleak.config import ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="run YAML file (default: configs/demo.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+
+
+def _demo(args) -> int:
+    from splitleak.demo import DemoError, run_demo
+
+    overrides = list(args.overrides)
+    if args.dataset:
+        overrides.append(f"data.name={args.dataset}")
+    if args.epochs:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.run_dir:
+        overrides.append(f"run.dir={args.run_dir}")
+    config = load_config(args.config, overrides)
+    try:
+        summary = run_demo(config)
+    except DemoError as err:
+        print(f"splitleak demo: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("splitleak demo: interrupted; all processes stopped", file=sys.stderr)
+        return 130
+    _print_summary(summary, Path(config.run.dir))
+    return 0
+
+
+def _print_summary(summary: dict, run_dir: Path) -> None:
+    console = Console()
+    task = summary.get("task") or {}
+    console.print(f"[bold]test accuracy[/] {task.get('test_accuracy', float('nan')):.4f} "
+                  f"({task.get('test_samples')} samples, {task.get('epochs')} epochs, "
+                  f"{summary['timing']['train_seconds']:.1f}s training)")
+    last = {}
+    for row in summary.get("attacks", []):
+        last[(row["attack"], row["data"], row["phase"])] = row
+    if last:
+        table = Table(title="attacks at the last epoch (and at inference)")
+        for col in ("attack", "data", "phase", "epoch", "accuracy", "n"):
+            table.add_column(col)
+        for row in last.values():
+            acc = row.get("accuracy")
+            table.add_row(row["attack"], row["data"], row["phase"], str(row.get("epoch", "")),
+                          "unscored" if acc is None else f"{acc:.4f}", str(row["n"]))
+        console.print(table)
+    console.print(f"results in {run_dir}/ : summary.json, attack_log.jsonl  (splitleak inspect {run_dir})")
+
+
+def _inspect(args) -> int:
+    from splitleak.inspect import follow_records, print_records, records_table
+
+    if args.follow:
+        console = Console()
+        try:
+            for record in follow_records(args.run_dir):
+                if args.json:
+                    print(json.dumps(record), flush=True)
+                elif record.get("type") in ("round", "epoch"):
+                    table = records_table([record], title=None)
+                    console.print(table)
+        except KeyboardInterrupt:
+            pass
+        return 0
+    try:
+        print_records(args.run_dir, as_json=args.json, epochs_only=args.epochs)
+    except FileNotFoundError as err:
+        print(f"splitleak inspect: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _attack(args) -> int:
+    from adversary.replay import replay_run
+
+    try:
+        rows = replay_run(args.run_dir)
+    except FileNotFoundError as err:
+        print(f"splitleak attack: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        table = Table(title=f"offline replay of {args.run_dir}")
+        for col in ("attack", "data", "phase", "epoch", "accuracy", "n", "matches live"):
+            table.add_column(col)
+        for r in rows:
+            acc = r.get("accuracy")
+            table.add_row(r["attack"], r["data"], r["phase"], str(r["epoch"]),
+                          "unscored" if acc is None else f"{acc:.4f}", str(r["n"]), str(r["matches_live"]))
+        Console().print(table)
+    return 0 if all(r["matches_live"] is not False for r in rows) else 3
+
+
+def _known_labels(args) -> int:
+    from splitleak.data import draw_known_samples, load_dataset, split_ids, write_known_samples
+
+    config = load_config(args.config, args.overrides)
+    labels = load_dataset(config.data, config.run.seed).labels()
+    split = split_ids(len(labels), test_fraction=config.data.test_fraction, seed=config.run.seed)
+    known = draw_known_samples(labels, split.train_ids, per_class=config.adversary.known_per_class, seed=config.run.seed)
+    write_known_samples(args.out, known)
+    print(f"wrote {len(known)} known samples to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="splitleak", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run label party, adversary proxy and feature party as three processes")
+    _add_config_args(demo)
+    demo.add_argument("--dataset", help="override data.name")
+    demo.add_argument("--epochs", type=int, help="override train.epochs")
+    demo.add_argument("--run-dir", type=Path, help="override run.dir")
+    demo.set_defaults(func=_demo)
+
+    inspect = sub.add_parser("inspect", help="print a run's per-round and per-epoch attack table")
+    inspect.add_argument("run_dir", type=Path)
+    inspect.add_argument("--json", action="store_true", help="one JSON record per line, for machines")
+    inspect.add_argument("--epochs", action="store_true", help="epoch-end records only")
+    inspect.add_argument("--follow", action="store_true", help="keep printing records while the run goes on")
+    inspect.set_defaults(func=_inspect)
+
+    attack = sub.add_parser("attack", help="replay the attacks offline on a run's captured tensors")
+    attack.add_argument("run_dir", type=Path)
+    attack.add_argument("--json", action="store_true")
+    attack.set_defaults(func=_attack)
+
+    known = sub.add_parser("known-labels", help="draw the attacker's known samples (sample_id,label CSV)")
+    _add_config_args(known)
+    known.add_argument("--out", type=Path, required=True)
+    known.set_defaults(func=_known_labels)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"splitleak {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

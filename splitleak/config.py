@@ -1,0 +1,268 @@
+"""The run configuration: one YAML file per run, validated by pydantic.
+
+Overrides from the command line use ``key.sub=value``; the value is parsed as
+YAML, so ``train.epochs=3`` is an int and ``adversary.capture=true`` a bool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "apply_overrides",
+    "config_digest",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message lists every problem by key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunSection(_Section):
+    id: str = Field("demo", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    dir: Path = Path("runs/demo")
+    seed: int = Field(0, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class SyntheticSection(_Section):
+    samples: int = Field(2000, ge=2)
+    dim: int = Field(32, ge=1)
+    classes: int = Field(10, ge=2)
+    # Distance between class means relative to the unit noise: higher is easier.
+    separation: float = Field(3.0, gt=0)
+
+
+class DataSection(_Section):
+    name: str = "digits"
+    # Directory holding the dataset's files (mnist, fashion_mnist, cifar10).
+    path: Path | None = None
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    # Use only the first max_samples samples of the dataset (by sample id).
+    max_samples: int | None = Field(None, ge=2)
+    synthetic: SyntheticSection = SyntheticSection()
+
+
+class ModelSection(_Section):
+    bottom: Literal["mlp", "cnn"] = "mlp"
+    bottom_hidden: list[int] = Field(default_factory=lambda: [128])
+    cnn_channels: list[int] = Field(default_factory=lambda: [32, 64])
+    # Width of the smashed data: the cut layer.
+    cut_dim: int = Field(64, ge=1)
+    # Number of linear layers in the label party's top model (1 to 3).
+    top_layers: int = Field(1, ge=1, le=3)
+    top_hidden: int = Field(64, ge=1)
+
+
+class TrainSection(_Section):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+
+
+class DefenseSection(_Section):
+    name: str = "none"
+    # DP-SGD: target epsilon over the whole run, delta, and per-sample clip norm.
+    epsilon: float | None = Field(None, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    # Gradient compression: fraction of each returned gradient's entries zeroed.
+    fraction: float | None = Field(None, ge=0, lt=1)
+    # Marvell: power-constraint scale s.
+    scale: float | None = Field(None, ge=0)
+
+
+class LabelPartySection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    device: str = "cpu"
+    # Policy: return predictions from Infer, or only an acknowledgement.
+    return_predictions: bool = False
+    # Exit once the feature party has sent Finish (demo and compose runs).
+    exit_after_finish: bool = True
+    defense: DefenseSection = DefenseSection()
+    # Replies kept for idempotent replay of recent training steps.
+    replay_window: int = Field(64, ge=1)
+
+
+class FeaturePartySection(_Section):
+    # Where the feature party sends its calls: the adversary proxy or the label party.
+    label_party_address: str = "127.0.0.1:50052"
+    device: str = "cpu"
+    deadline_s: float = Field(60.0, gt=0)
+    retries: int = Field(5, ge=0)
+    # Wire dtype of the smashed data (float32 keeps training bit-exact).
+    wire_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    # Embed the attacker's known samples in eval mode after training and hand
+    # them to the local adversary (side channel for the inference-phase attack).
+    embed_known: bool = True
+    progress: bool = True
+
+
+class AttackSection(_Section):
+    # Attacks that run after every round and at every epoch end (registry names).
+    per_round: list[str] = Field(default_factory=lambda: ["distance"])
+    per_epoch: list[str] = Field(
+        default_factory=lambda: ["distance", "prototype", "kmeans_seeded", "kmeans_hungarian",
+                                 "norm", "direction", "random"]
+    )
+    # At the end of the inference pass, on its smashed data.
+    inference: list[str] = Field(default_factory=lambda: ["distance", "kmeans_seeded", "train_centroids", "random"])
+    # Vectors wider than pca_above are reduced to pca_dim components.
+    pca_above: int = Field(256, ge=1)
+    pca_dim: int = Field(64, ge=1)
+    kmeans_iters: int = Field(50, ge=1)
+
+
+class AdversarySection(_Section):
+    # proxy: its own process the feature party points at; interceptor: inside
+    # the feature party's channel; off: no tap (benchmarks).
+    mode: Literal["proxy", "interceptor", "off"] = "proxy"
+    host: str = "127.0.0.1"
+    port: int = Field(50052, ge=0, le=65535)
+    upstream: str = "127.0.0.1:50051"
+    device: str = "cpu"
+    capture: bool = False
+    # CSV of sample_id,label: the attacker's prior knowledge.
+    known_labels: Path | None = None
+    known_per_class: int = Field(1, ge=1)
+    # Evaluation only: "dataset" (labels from the data section) or a CSV path.
+    ground_truth: str | None = None
+    queue_size: int = Field(256, ge=1)
+    attacks: AttackSection = AttackSection()
+    exit_after_finish: bool = True
+    leak_threshold: float = Field(0.95, gt=0, le=1)
+
+
+class TLSSection(_Section):
+    cert: Path | None = None
+    key: Path | None = None
+    # CA that signs the peer's certificate; set on both sides for mutual TLS.
+    ca: Path | None = None
+
+
+class TransportSection(_Section):
+    max_message_mb: int = Field(64, ge=1)
+    keepalive_s: int = Field(30, ge=1)
+    tls: TLSSection = TLSSection()
+    # Bearer token required on every call when set.
+    token: str | None = None
+
+
+class RunConfig(_Section):
+    run: RunSection = RunSection()
+    data: DataSection = DataSection()
+    model: ModelSection = ModelSection()
+    train: TrainSection = TrainSection()
+    label_party: LabelPartySection = LabelPartySection()
+    feature_party: FeaturePartySection = FeaturePartySection()
+    adversary: AdversarySection = AdversarySection()
+    transport: TransportSection = TransportSection()
+
+    @model_validator(mode="after")
+    def _known_names(self) -> "RunConfig":
+        from splitleak.data import DATASETS
+        from party_label.defenses import DEFENSES
+        from adversary.attacks import ATTACKS
+
+        problems = []
+        if self.data.name not in DATASETS:
+            problems.append(f"data.name: unknown dataset {self.data.name!r}; known: {', '.join(sorted(DATASETS))}")
+        if self.label_party.defense.name not in DEFENSES:
+            problems.append(
+                f"label_party.defense.name: unknown defense {self.label_party.defense.name!r}; "
+                f"known: {', '.join(sorted(DEFENSES))}"
+            )
+        for key in ("per_round", "per_epoch", "inference"):
+            for name in getattr(self.adversary.attacks, key):
+                if name not in ATTACKS:
+                    problems.append(
+                        f"adversary.attacks.{key}: unknown attack {name!r}; known: {', '.join(sorted(ATTACKS))}"
+                    )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.extend(f"  {m}" if not path else f"  {path}: {m}" for m in msg.split("\n"))
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"invalid override {dotted!r}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Returns tree with each ``key.sub=value`` override applied (value parsed as YAML)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"invalid override {item!r}: expected key.sub=value")
+        _set_path(tree, key.strip(), yaml.safe_load(raw) if raw else "")
+    return tree
+
+
+def parse_config(tree: dict[str, Any]) -> RunConfig:
+    """Returns the validated config; raises ConfigError listing every problem."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Returns the config in a YAML file (the demo config when path is None), with overrides."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections")
+    return parse_config(apply_overrides(tree, overrides or []))
+
+
+def dump_config(config: RunConfig) -> str:
+    """Returns the config as YAML text that load_config reads back to the same config."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def config_digest(config: RunConfig) -> str:
+    """Returns a digest of the sections both parties must agree on."""
+    shared = config.model_dump(mode="json", include={"data", "model", "train"})
+    shared["run"] = {"seed": config.run.seed}
+    shared["data"].pop("path")  # each host may keep its files elsewhere
+    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]

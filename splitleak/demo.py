@@ -1,0 +1,164 @@
+"""`splitleak demo`: the label party, the adversary proxy and the feature party
+as three OS processes on loopback, started, watched and stopped together."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from splitleak.config import RunConfig, dump_config
+from splitleak.data import draw_known_samples, load_dataset, split_ids, write_known_samples
+from splitleak.runlog import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DemoError", "prepare_run_dir", "run_demo", "start_servers", "stop_processes", "wait_servers", "write_run_config"]
+
+
+class DemoError(RuntimeError):
+    """A process of the demo failed; the message says which and where its log is."""
+
+
+@dataclass
+class _Process:
+    role: str
+    popen: subprocess.Popen
+    log_path: Path | None
+    info: dict = field(default_factory=dict)
+
+
+def prepare_run_dir(config: RunConfig) -> RunConfig:
+    """Returns the run's config with the attacker's known samples drawn into the run dir.
+
+    Drawing uses the labels: it is the experimenter's step, done here, and the
+    resulting file goes to the adversary only.
+    """
+    run_dir = Path(config.run.dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    adv = config.adversary
+    if adv.mode != "off":
+        dataset = load_dataset(config.data, config.run.seed)
+        labels = dataset.labels()
+        split = split_ids(len(labels), test_fraction=config.data.test_fraction, seed=config.run.seed)
+        known = draw_known_samples(labels, split.train_ids, per_class=adv.known_per_class, seed=config.run.seed)
+        known_path = run_dir / "known_labels.csv"
+        write_known_samples(known_path, known)
+        config = config.model_copy(update={"adversary": adv.model_copy(update={"known_labels": known_path})})
+    return config
+
+
+def _start(role: str, module: str, config_path: Path, run_dir: Path, overrides: list[str], *, capture_log: bool) -> _Process:
+    ready = run_dir / "ready" / f"{role}.json"
+    ready.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", module, "--config", str(config_path), "--ready-file", str(ready), *overrides]
+    log_path = run_dir / "logs" / f"{role}.log" if capture_log else None
+    out = None
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = open(log_path, "w")
+    popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None)
+    return _Process(role, popen, log_path, {"pid": popen.pid, "cmd": cmd})
+
+
+def _wait_ready(proc: _Process, run_dir: Path, timeout_s: float = 120.0) -> int:
+    ready = run_dir / "ready" / f"{proc.role}.json"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready.exists():
+            info = json.loads(ready.read_text())
+            proc.info.update(info)
+            return int(info["port"])
+        if proc.popen.poll() is not None:
+            raise DemoError(f"{proc.role} exited with code {proc.popen.returncode} before serving; see {proc.log_path}")
+        time.sleep(0.05)
+    raise DemoError(f"{proc.role} did not start serving within {timeout_s:.0f}s; see {proc.log_path}")
+
+
+def stop_processes(procs: list[_Process], timeout_s: float) -> None:
+    for proc in procs:
+        if proc.popen.poll() is None:
+            proc.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        try:
+            proc.popen.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) did not stop; killing it", proc.role, proc.popen.pid)
+            proc.popen.kill()
+            proc.popen.wait()
+
+
+def write_run_config(config: RunConfig) -> Path:
+    """Writes the run's resolved config (loopback, OS-picked ports) to RUN_DIR/config.yaml; returns its path."""
+    run_dir = Path(config.run.dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = config.model_copy(update={
+        "label_party": config.label_party.model_copy(update={"host": "127.0.0.1", "port": 0}),
+        "adversary": config.adversary.model_copy(update={"host": "127.0.0.1", "port": 0}),
+    })
+    path = run_dir / "config.yaml"
+    path.write_text(f"# Written by splitleak for run {config.run.id}\n" + dump_config(config))
+    return path
+
+
+def start_servers(config: RunConfig, config_path: Path, procs: list[_Process]) -> str:
+    """Starts the label party (and the adversary proxy when adversary.mode is proxy); returns the address the feature party calls."""
+    run_dir = Path(config.run.dir)
+    label = _start("label_party", "party_label", config_path, run_dir, [], capture_log=True)
+    procs.append(label)
+    address = f"127.0.0.1:{_wait_ready(label, run_dir)}"
+    if config.adversary.mode == "proxy":
+        adversary = _start("adversary", "adversary", config_path, run_dir,
+                           [f"adversary.upstream={address}"], capture_log=True)
+        procs.append(adversary)
+        address = f"127.0.0.1:{_wait_ready(adversary, run_dir)}"
+    return address
+
+
+def wait_servers(procs: list[_Process], timeout_s: float = 60.0) -> None:
+    """Waits for the label party and adversary to exit by themselves after Finish; raises DemoError if one fails."""
+    for proc in procs:
+        try:
+            proc.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise DemoError(f"{proc.role} did not exit after the run finished; see {proc.log_path}") from None
+        if proc.popen.returncode != 0:
+            raise DemoError(f"{proc.role} exited with code {proc.popen.returncode}; see {proc.log_path}")
+
+
+def run_demo(config: RunConfig) -> dict:
+    """Runs the configured run as separate processes on loopback; returns its summary.json contents."""
+    if config.adversary.mode == "off":
+        raise DemoError("the demo needs the adversary: set adversary.mode to proxy or interceptor")
+    config = prepare_run_dir(config)
+    run_dir = Path(config.run.dir)
+    config_path = write_run_config(config)
+    (run_dir / "summary.json").unlink(missing_ok=True)
+    procs: list[_Process] = []
+    try:
+        address = start_servers(config, config_path, procs)
+        feature = _start("feature_party", "party_feature", config_path, run_dir,
+                         [f"feature_party.label_party_address={address}"], capture_log=False)
+        procs.append(feature)
+        pids = {p.role: p.popen.pid for p in procs}
+        (run_dir / "processes.json").write_text(json.dumps(pids, indent=2) + "\n")
+        print("processes: " + ", ".join(f"{role} pid {pid}" for role, pid in pids.items()), flush=True)
+        code = feature.popen.wait()
+        if code != 0:
+            raise DemoError(f"feature party exited with code {code}")
+        wait_servers(procs[:-1])
+    finally:
+        stop_processes(procs, timeout_s=15)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise DemoError(f"no summary was written to {summary_path}")
+    summary = json.loads(summary_path.read_text())
+    summary["processes"] = pids
+    write_json_atomic(summary_path, summary)
+    return summary

@@ -1,0 +1,59 @@
+"""What every process entry point shares: argument parsing, logging, readiness, signals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from splitleak.config import ConfigError, RunConfig, load_config
+
+__all__ = ["announce_ready", "parse_process_args", "stop_event"]
+
+
+def parse_process_args(prog: str, description: str, argv: list[str] | None) -> tuple[RunConfig, argparse.Namespace]:
+    """Returns the validated config and the arguments of a party or adversary process; exits 2 on a bad config."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", type=Path, help="run YAML file (default: configs/demo.yaml)")
+    parser.add_argument("--ready-file", type=Path, help="write {pid, port} here as JSON once serving")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=config.run.log_level,
+        format=f"%(asctime)s {prog}[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger(prog).info("pid %d, run %s, config %s", os.getpid(), config.run.id, args.config or "demo")
+    return config, args
+
+
+def announce_ready(path: Path | None, **info) -> None:
+    """Writes {pid, **info} to path atomically, so a supervisor can read the bound port."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), **info}))
+    tmp.replace(path)
+
+
+def stop_event() -> threading.Event:
+    """Returns an event set on SIGTERM or SIGINT, so the process can stop cleanly."""
+    event = threading.Event()
+
+    def handle(signum, frame):
+        logging.getLogger(__name__).info("received %s, stopping", signal.Signals(signum).name)
+        event.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return event
