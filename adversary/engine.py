@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 __all__ = ["AttackEngine"]
 
 MEASURES = {"grad": "cosine", "smashed": "euclidean", "none": "euclidean"}
-# Training-phase results whose labels name the training samples for train_centroids, best first.
-LABELLERS = (("kmeans_seeded", "grad"), ("distance", "grad"), ("kmeans_seeded", "smashed"), ("distance", "smashed"))
 
 
 class AttackEngine:
@@ -75,7 +73,8 @@ class AttackEngine:
                 reduced[ref_kind] = x, Reference(ref_vectors, reference.labels.to(self.device), reference.source)
             x, ref = reduced[ref_kind]
             ctx = AttackContext(num_classes=self.num_classes, measure=MEASURES[kind],
-                                kmeans_iters=self.cfg.kmeans_iters, seed=self.seed * 100003 + round_seed)
+                                kmeans_iters=self.cfg.kmeans_iters, kmeans_restarts=self.cfg.kmeans_restarts,
+                                seed=self.seed * 100003 + round_seed)
             prediction = attack.predict(x, ref, ctx)
             results.append(AttackResult(
                 name, kind, phase, ids, prediction.labels.cpu().numpy().astype(np.int64), time.perf_counter() - start,
@@ -113,13 +112,10 @@ class AttackEngine:
                                  round_seed=epoch, with_baselines=data == "grad")
         self._last_epoch_known_smashed = self._known_in(
             ids, smashed, f"smashed data of the known samples in training epoch {epoch}")
-        by_key = {(r.attack, r.data): r for r in results if r.note is None}
-        for key in LABELLERS:
-            if key in by_key:
-                labels = torch.as_tensor(by_key[key].predictions)
-                self._train_labelled = Reference(smashed, labels,
-                                                 f"epoch {epoch} training smashed data labelled by {key[0]} on {key[1]}")
-                break
+        labeller = next((r for r in results if f"{r.attack}.{r.data}" == self.cfg.labeller and r.note is None), None)
+        if labeller is not None:
+            self._train_labelled = Reference(smashed, torch.as_tensor(labeller.predictions),
+                                             f"epoch {epoch} training smashed data labelled by {self.cfg.labeller}")
         return results
 
     # -- inference -------------------------------------------------------------------

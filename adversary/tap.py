@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -79,6 +80,10 @@ class Tap:
         self.engine = engine
         self.scorer = scorer
         self.capture = config.adversary.capture
+        # What a previous run in the same directory left would mix with this run's records.
+        for stale in ("tensors", "predictions"):
+            shutil.rmtree(self.run_dir / stale, ignore_errors=True)
+        (self.run_dir / SIDE_CHANNEL).unlink(missing_ok=True)
         self.log = JsonlWriter(self.run_dir / "attack_log.jsonl")
         self._queue: queue.Queue[_Event | None] = queue.Queue(maxsize=config.adversary.queue_size)
         self._worker = threading.Thread(target=self._work, name="adversary-tap", daemon=True)

@@ -8,7 +8,6 @@ import logging
 import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from splitleak.config import ConfigError, load_config
@@ -22,7 +21,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args) -> int:
-    from splitleak.demo import DemoError, run_demo
+    from splitleak.runner import DemoError, run_demo
 
     overrides = list(args.overrides)
     if args.dataset:
@@ -45,7 +44,9 @@ def _demo(args) -> int:
 
 
 def _print_summary(summary: dict, run_dir: Path) -> None:
-    console = Console()
+    from splitleak.inspect import wide_console
+
+    console = wide_console()
     task = summary.get("task") or {}
     console.print(f"[bold]test accuracy[/] {task.get('test_accuracy', float('nan')):.4f} "
                   f"({task.get('test_samples')} samples, {task.get('epochs')} epochs, "
@@ -66,10 +67,10 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
 
 
 def _inspect(args) -> int:
-    from splitleak.inspect import follow_records, print_records, records_table
+    from splitleak.inspect import follow_records, print_records, records_table, wide_console
 
     if args.follow:
-        console = Console()
+        console = wide_console()
         try:
             for record in follow_records(args.run_dir):
                 if args.json:
@@ -90,6 +91,7 @@ def _inspect(args) -> int:
 
 def _attack(args) -> int:
     from adversary.replay import replay_run
+    from splitleak.inspect import wide_console
 
     try:
         rows = replay_run(args.run_dir)
@@ -106,7 +108,7 @@ def _attack(args) -> int:
             acc = r.get("accuracy")
             table.add_row(r["attack"], r["data"], r["phase"], str(r["epoch"]),
                           "unscored" if acc is None else f"{acc:.4f}", str(r["n"]), str(r["matches_live"]))
-        Console().print(table)
+        wide_console().print(table)
     return 0 if all(r["matches_live"] is not False for r in rows) else 3
 
 

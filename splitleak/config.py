@@ -126,11 +126,18 @@ class AttackSection(_Section):
                                  "norm", "direction", "random"]
     )
     # At the end of the inference pass, on its smashed data.
-    inference: list[str] = Field(default_factory=lambda: ["distance", "kmeans_seeded", "train_centroids", "random"])
+    inference: list[str] = Field(
+        default_factory=lambda: ["distance", "kmeans_seeded", "train_centroids", "train_knn", "random"]
+    )
+    # Training-phase attack (name.data) whose last-epoch labels name the training
+    # smashed data for train_centroids and train_knn.
+    labeller: str = Field("kmeans_seeded.grad", pattern=r"^[a-z_]+\.(grad|smashed)$")
     # Vectors wider than pca_above are reduced to pca_dim components.
     pca_above: int = Field(256, ge=1)
     pca_dim: int = Field(64, ge=1)
     kmeans_iters: int = Field(50, ge=1)
+    # k-means++ restarts of kmeans_hungarian (the best of them is kept).
+    kmeans_restarts: int = Field(5, ge=1)
 
 
 class AdversarySection(_Section):

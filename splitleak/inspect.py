@@ -12,7 +12,7 @@ from rich.table import Table
 
 from splitleak.runlog import read_jsonl
 
-__all__ = ["follow_records", "print_records", "records_table"]
+__all__ = ["wide_console", "follow_records", "print_records", "records_table"]
 
 
 def _cell(entry: dict) -> str:
@@ -23,7 +23,7 @@ def _cell(entry: dict) -> str:
     return f"{entry['accuracy']:.3f}"
 
 
-def records_table(records: list[dict], *, title: str) -> Table:
+def records_table(records: list[dict], *, title: str | None) -> Table:
     """Returns a table with one row per round or epoch record and one column per attack × data."""
     columns: list[str] = []
     for record in records:
@@ -31,29 +31,32 @@ def records_table(records: list[dict], *, title: str) -> Table:
             key = f"{entry['attack']}/{entry['data']}"
             if key not in columns:
                 columns.append(key)
-    table = Table(title=title, show_lines=False)
-    for name in ("round", "phase", "epoch", "step", "n", "loss", "ms"):
+    rounds = any(r.get("type") == "round" for r in records)
+    base = ("round", "phase", "epoch", "step", "n", "loss", "ms") if rounds else ("phase", "epoch", "n")
+    table = Table(title=title)
+    for name in base:
         table.add_column(name, justify="right")
     for key in columns:
-        table.add_column(key, justify="right")
+        table.add_column(key.replace("/", "\n"), justify="right")
     for record in records:
-        kind = record.get("type")
-        if kind not in ("round", "epoch"):
-            continue
         cells = {f"{e['attack']}/{e['data']}": _cell(e) for e in record.get("attacks", [])}
-        loss = record.get("loss")
-        table.add_row(
-            str(record.get("round", "epoch end" if kind == "epoch" else "")),
-            record.get("phase", ""),
-            "" if record.get("epoch") is None else str(record["epoch"]),
-            "" if record.get("step") is None else str(record["step"]),
-            str(record.get("samples", "")),
-            "" if loss is None else f"{loss:.4f}",
-            "" if record.get("latency_ms") is None else f"{record['latency_ms']:.1f}",
-            *[cells.get(key, "") for key in columns],
-            style="bold" if kind == "epoch" else None,
-        )
+        values = {
+            "round": str(record.get("round", "")),
+            "phase": record.get("phase", ""),
+            "epoch": "" if record.get("epoch") is None else str(record["epoch"]),
+            "step": "" if record.get("step") is None else str(record["step"]),
+            "n": str(record.get("samples", "")),
+            "loss": "" if record.get("loss") is None else f"{record['loss']:.4f}",
+            "ms": "" if record.get("latency_ms") is None else f"{record['latency_ms']:.1f}",
+        }
+        table.add_row(*[values[name] for name in base], *[cells.get(key, "") for key in columns])
     return table
+
+
+def wide_console() -> Console:
+    """Returns a console wide enough for the attack columns even when writing to a file or pipe."""
+    console = Console()
+    return console if console.is_terminal else Console(width=240)
 
 
 def _log_path(run_dir: Path) -> Path:
@@ -70,8 +73,13 @@ def print_records(run_dir: Path, *, as_json: bool, epochs_only: bool = False, co
         for record in records:
             print(json.dumps(record))
         return
-    console = console or Console()
-    console.print(records_table(records, title=f"attack log of {run_dir}"))
+    console = console or wide_console()
+    rounds = [r for r in records if r.get("type") == "round"]
+    epochs = [r for r in records if r.get("type") == "epoch"]
+    if rounds:
+        console.print(records_table(rounds, title=f"rounds of {run_dir} (per-round attacks: accuracy on the batch)"))
+    if epochs:
+        console.print(records_table(epochs, title=f"epoch ends of {run_dir} (full-epoch and inference-phase attacks)"))
     for record in records:
         if record.get("type") in ("lag", "error"):
             console.print(f"[yellow]{record['type']}[/]: {json.dumps(record)}")

@@ -35,6 +35,7 @@ class AttackContext:
     measure: str
     kmeans_iters: int
     seed: int
+    kmeans_restarts: int = 1
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment
 from adversary.attacks.base import ATTACKS, Attack, AttackContext, Prediction, Reference
 from adversary.attacks.similarity import distances, kmeans, kmeans_plus_plus, normalise
 
-__all__ = ["DistanceAttack", "KMeansHungarianAttack", "KMeansSeededAttack", "PrototypeAttack", "TrainCentroidsAttack"]
+__all__ = ["DistanceAttack", "KMeansHungarianAttack", "KMeansSeededAttack", "PrototypeAttack", "TrainCentroidsAttack", "TrainKnnAttack"]
 
 
 def _class_prototypes(reference: Reference, num_classes: int, *, unit: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +63,15 @@ class TrainCentroidsAttack(PrototypeAttack):
     reference_kind = "train_labelled"
 
 
+@ATTACKS.register("train_knn")
+class TrainKnnAttack(DistanceAttack):
+    """Inference phase: label of the nearest training smashed vector, as labelled by a training-phase attack."""
+
+    name = "train_knn"
+    data_kinds = ("smashed",)
+    reference_kind = "train_labelled"
+
+
 @ATTACKS.register("kmeans_seeded")
 class KMeansSeededAttack(Attack):
     """k-means (k = classes) on normalised vectors, centroids seeded at the known class prototypes."""
@@ -89,7 +98,14 @@ class KMeansHungarianAttack(Attack):
         unit = normalise(vectors)
         generator = torch.Generator().manual_seed(ctx.seed)
         k = min(ctx.num_classes, len(unit))
-        assign, centroids = kmeans(unit, kmeans_plus_plus(unit, k, generator=generator), iters=ctx.kmeans_iters)
+        best = None
+        # Restarts from fresh k-means++ draws; the lowest within-cluster sum of squares wins.
+        for _ in range(ctx.kmeans_restarts):
+            assign, centroids = kmeans(unit, kmeans_plus_plus(unit, k, generator=generator), iters=ctx.kmeans_iters)
+            inertia = float(((unit - centroids[assign]) ** 2).sum())
+            if best is None or inertia < best[0]:
+                best = inertia, assign, centroids
+        _, assign, centroids = best
         protos, classes = _class_prototypes(reference, ctx.num_classes, unit=True)
         cost = torch.cdist(centroids, protos).cpu().numpy()
         rows, cols = linear_sum_assignment(cost)

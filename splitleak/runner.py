@@ -1,5 +1,6 @@
-"""`splitleak demo`: the label party, the adversary proxy and the feature party
-as three OS processes on loopback, started, watched and stopped together."""
+"""Running a whole split-learning run: as three OS processes on loopback
+(`splitleak demo`, the real thing), or in one process (`--transport inproc`,
+the same code paths without sockets, for sweeps)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitleak.config import RunConfig, dump_config
-from splitleak.data import draw_known_samples, load_dataset, split_ids, write_known_samples
+from splitleak.data import draw_known_samples, load_dataset, read_known_samples, split_ids, write_known_samples
 from splitleak.runlog import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DemoError", "prepare_run_dir", "run_demo", "start_servers", "stop_processes", "wait_servers", "write_run_config"]
+__all__ = [
+    "DemoError",
+    "prepare_run_dir",
+    "run_demo",
+    "run_in_process",
+    "start_servers",
+    "stop_processes",
+    "wait_servers",
+    "write_run_config",
+]
 
 
 class DemoError(RuntimeError):
@@ -162,3 +172,32 @@ def run_demo(config: RunConfig) -> dict:
     summary["processes"] = pids
     write_json_atomic(summary_path, summary)
     return summary
+
+
+def run_in_process(config: RunConfig) -> dict:
+    """Runs the configured run in this process (label party, tap and feature party, no sockets); returns its summary."""
+    from adversary.tap import SIDE_CHANNEL, build_tap
+    from party_feature.link import InProcLink
+    from party_feature.party import build_feature_party
+    from party_label.server import build_label_party
+    from party_label.service import LabelService
+
+    config = prepare_run_dir(config)
+    write_run_config(config)
+    run_dir = Path(config.run.dir)
+    (run_dir / "summary.json").unlink(missing_ok=True)
+    tap = build_tap(config) if config.adversary.mode != "off" else None
+    link = InProcLink(LabelService(build_label_party(config)), tap=tap)
+    feature = build_feature_party(config)
+    known_ids = None
+    if tap is not None and config.feature_party.embed_known:
+        known_ids, _ = read_known_samples(config.adversary.known_labels)
+    try:
+        report = feature.run(link, known_ids=known_ids, side_channel=run_dir / SIDE_CHANNEL)
+    finally:
+        if tap is not None:
+            tap.close()
+    if tap is None:
+        return {"task": {"test_accuracy": report.finish.test_accuracy, "epochs": config.train.epochs},
+                "timing": {"train_seconds": report.train_seconds, "rounds": report.train_rounds}}
+    return json.loads((run_dir / "summary.json").read_text())

@@ -1,0 +1,114 @@
+"""Attack math on vectors with a known answer, and the engine's contract."""
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adversary.attacks import ATTACKS, AttackContext, Reference
+from adversary.attacks.similarity import distances, kmeans, kmeans_plus_plus, normalise, reduce_dim
+from adversary.engine import AttackEngine
+from splitleak.config import AttackSection
+
+
+def _clusters(n_per=50, classes=4, dim=12, spread=0.05, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    directions = normalise(torch.randn(classes, dim, generator=g))
+    labels = torch.arange(classes).repeat_interleave(n_per)
+    scale = torch.rand(len(labels), 1, generator=g) * 5 + 0.1  # norms vary: cosine must not care
+    vectors = (directions[labels] + spread * torch.randn(len(labels), dim, generator=g)) * scale
+    return vectors, labels
+
+
+def _known(vectors, labels):
+    rows = [int((labels == c).nonzero()[0]) for c in labels.unique()]
+    return Reference(vectors[rows], labels[rows], "test"), rows
+
+
+@pytest.mark.parametrize("name", ["distance", "prototype", "kmeans_seeded", "kmeans_hungarian"])
+def test_similarity_attacks_recover_separated_classes(name):
+    vectors, labels = _clusters()
+    reference, _ = _known(vectors, labels)
+    ctx = AttackContext(num_classes=4, measure="cosine", kmeans_iters=50, seed=0)
+    prediction = ATTACKS.get(name)().predict(vectors, reference, ctx)
+    assert (prediction.labels == labels).float().mean() == 1.0
+
+
+def test_kmeans_hungarian_names_clusters_whatever_their_order():
+    vectors, labels = _clusters(classes=5, seed=3)
+    reference, _ = _known(vectors, labels)
+    for seed in range(5):
+        ctx = AttackContext(num_classes=5, measure="cosine", kmeans_iters=50, seed=seed, kmeans_restarts=5)
+        assert torch.equal(ATTACKS.get("kmeans_hungarian")().predict(vectors, reference, ctx).labels, labels)
+
+
+def test_unified_measure_is_cosine():
+    """||a/|a| - b/|b|||^2 = 2 - 2 cos(a, b)."""
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(7, 5, generator=g), torch.randn(3, 5, generator=g)
+    euclid = torch.cdist(normalise(a), normalise(b)) ** 2
+    assert torch.allclose(euclid, 2 * distances(a, b, measure="cosine"), atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(5, 60), k=st.integers(1, 5))
+def test_kmeans_keeps_every_centroid_and_is_deterministic(seed, n, k):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    init = kmeans_plus_plus(x, k, generator=torch.Generator().manual_seed(seed))
+    again = kmeans_plus_plus(x, k, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(init, again) and init.shape == (k, 4)
+    assign, centroids = kmeans(x, init, iters=20)
+    assert centroids.shape == (k, 4) and assign.max() < k
+    # Each point sits with its nearest centroid at convergence or the iteration cap.
+    assert torch.isfinite(centroids).all()
+
+
+def test_pca_reduces_only_above_the_threshold():
+    x = torch.randn(100, 300)
+    reduced, (ref,) = reduce_dim(x, [x[:3]], above=256, dim=16)
+    assert reduced.shape == (100, 16) and ref.shape == (3, 16)
+    same, _ = reduce_dim(x[:, :200], [x[:3, :200]], above=256, dim=16)
+    assert same.shape == (100, 200)
+
+
+def test_norm_and_direction_scoring_on_binary_gradients():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, generator=g)
+    labels = (torch.rand(200, generator=g) < 0.3).long()
+    # Cross-entropy-like cut gradients: opposite directions per class, the rare class larger.
+    scale = torch.where(labels == 1, 2.0, 0.5) * (0.5 + torch.rand(200, generator=g))
+    grads = torch.where(labels[:, None] == 1, -1.0, 1.0) * w * scale[:, None]
+    reference, _ = _known(grads, labels)
+    ctx = AttackContext(num_classes=2, measure="cosine", kmeans_iters=10, seed=0)
+    assert (ATTACKS.get("direction")().predict(grads, reference, ctx).labels == labels).all()
+    norm = ATTACKS.get("norm")().predict(grads, reference, ctx)
+    assert (norm.labels == labels).float().mean() > 0.8
+
+
+def test_attack_signatures_cannot_receive_ground_truth():
+    for name in ATTACKS:
+        params = list(inspect.signature(ATTACKS.get(name)().predict).parameters)
+        assert params == ["vectors", "reference", "ctx"], name
+    params = set(inspect.signature(AttackEngine.__init__).parameters)
+    assert not {"labels", "ground_truth", "truth", "y"} & params
+
+
+def test_engine_uses_known_samples_of_the_same_epoch():
+    vectors, labels = _clusters(classes=3, n_per=30)
+    ids = np.arange(len(labels)) * 7 + 1
+    _, rows = _known(vectors, labels)
+    engine = AttackEngine(AttackSection(), known_ids=ids[rows], known_labels=labels[rows].numpy(), num_classes=3)
+    results = engine.train_epoch(0, ids, smashed=vectors, grad=vectors)
+    by_key = {(r.attack, r.data): r for r in results}
+    assert np.array_equal(by_key[("distance", "grad")].predictions, labels.numpy())
+    assert "epoch 0" in by_key[("distance", "grad")].reference
+    assert ("norm", "grad") not in by_key, "binary baselines do not run on a 3-class task"
+    inference = engine.infer_end(ids[:10], vectors[:10])
+    names = {r.attack for r in inference}
+    assert {"distance", "kmeans_seeded", "train_centroids", "train_knn", "random"} == names
+    known_ref = next(r for r in inference if r.attack == "distance").reference
+    assert "training epoch 0" in known_ref, "without the side channel the proxy falls back to last-epoch smashed data"
