@@ -13,7 +13,6 @@ from adversary.interceptor import TapInterceptor
 from adversary.tap import SIDE_CHANNEL, build_tap
 from party_feature.link import GrpcLink
 from party_feature.party import build_feature_party
-from splitleak.data import read_known_samples
 from splitleak.entry import parse_process_args
 
 log = logging.getLogger("party_feature")
@@ -25,11 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     party = build_feature_party(config)
     tap = build_tap(config) if config.adversary.mode == "interceptor" else None
     link = GrpcLink(config, interceptors=[TapInterceptor(tap)] if tap else ())
-    known_ids = None
-    if config.feature_party.embed_known and config.adversary.known_labels and config.adversary.mode != "off":
-        known_ids, _ = read_known_samples(config.adversary.known_labels)  # the attacker's own ids; labels unused here
+    known = config.adversary.known_labels if config.feature_party.embed_known and config.adversary.mode != "off" else None
     try:
-        report = party.run(link, known_ids=known_ids, side_channel=run_dir / SIDE_CHANNEL)
+        report = party.run(link, known_samples=known, side_channel=run_dir / SIDE_CHANNEL)
     except grpc.RpcError as err:
         print(f"party_feature: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from splitleak import PROTOCOL_VERSION
 from splitleak.codec import tensor_from_proto, tensor_to_proto
 from splitleak.config import config_digest
-from splitleak.data import Split, load_dataset, split_ids
+from splitleak.data import Split, load_dataset, read_known_samples, split_ids
 from splitleak.models import build_bottom, build_optimizer
 from splitleak.v1 import splitleak_pb2 as pb
 
@@ -110,8 +110,13 @@ class FeatureParty:
                     on_step()
         return rounds
 
-    def run(self, link, *, known_ids: np.ndarray | None = None, side_channel: Path | None = None) -> RunReport:
-        """Trains for train.epochs, runs inference on the test split, and ends the run with Finish."""
+    def run(self, link, *, known_samples: Path | None = None, side_channel: Path | None = None) -> RunReport:
+        """Trains for train.epochs, runs inference on the test split, and ends the run with Finish.
+
+        With known_samples (the attacker's sample_id,label file; only the ids are
+        read) and side_channel, the known samples are embedded after training and
+        handed to the local adversary for the inference-phase attack.
+        """
         cfg = self.config
         reply = self.hello(link)
         if (reply.next_epoch, reply.next_step) != (0, 0):
@@ -132,7 +137,8 @@ class FeatureParty:
                 log.info("epoch %d: mean loss %.4f", epoch, float(np.mean(losses)))
             report.train_seconds = time.perf_counter() - start
             report.train_rounds = steps_per_epoch * cfg.train.epochs
-            if known_ids is not None and side_channel is not None:
+            if known_samples is not None and side_channel is not None:
+                known_ids, _ = read_known_samples(known_samples)
                 write_side_channel(side_channel, known_ids, self.embed(known_ids))
             task = progress.add_task("inference", total=infer_steps)
             start = time.perf_counter()

@@ -152,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     known.add_argument("--out", type=Path, required=True)
     known.set_defaults(func=_known_labels)
 
+    from splitleak import bench
+
+    bench.add_parser(sub)
+
     return parser
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "ConfigError",
@@ -35,6 +35,33 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _registered(family: str):
+    """Returns a validator that accepts only names registered in that family's registry."""
+
+    def registry():
+        # Imported on use: the registries live with the parties that own them.
+        if family == "dataset":
+            from splitleak.data import DATASETS as names
+        elif family == "defense":
+            from party_label.defenses import DEFENSES as names
+        else:
+            from adversary.attacks import ATTACKS as names
+        return names
+
+    def check(name: str) -> str:
+        known = registry()
+        if name not in known:
+            raise ValueError(f"unknown {family} {name!r}; known: {', '.join(known)}")
+        return name
+
+    return AfterValidator(check)
+
+
+DatasetName = Annotated[str, _registered("dataset")]
+DefenseName = Annotated[str, _registered("defense")]
+AttackName = Annotated[str, _registered("attack")]
+
+
 class RunSection(_Section):
     id: str = Field("demo", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     dir: Path = Path("runs/demo")
@@ -51,7 +78,7 @@ class SyntheticSection(_Section):
 
 
 class DataSection(_Section):
-    name: str = "digits"
+    name: DatasetName = "digits"
     # Directory holding the dataset's files (mnist, fashion_mnist, cifar10).
     path: Path | None = None
     test_fraction: float = Field(0.2, gt=0, lt=1)
@@ -80,7 +107,7 @@ class TrainSection(_Section):
 
 
 class DefenseSection(_Section):
-    name: str = "none"
+    name: DefenseName = "none"
     # DP-SGD: target epsilon over the whole run, delta, and per-sample clip norm.
     epsilon: float | None = Field(None, gt=0)
     delta: float = Field(1e-5, gt=0, lt=1)
@@ -120,13 +147,13 @@ class FeaturePartySection(_Section):
 
 class AttackSection(_Section):
     # Attacks that run after every round and at every epoch end (registry names).
-    per_round: list[str] = Field(default_factory=lambda: ["distance"])
-    per_epoch: list[str] = Field(
+    per_round: list[AttackName] = Field(default_factory=lambda: ["distance"])
+    per_epoch: list[AttackName] = Field(
         default_factory=lambda: ["distance", "prototype", "kmeans_seeded", "kmeans_hungarian",
                                  "norm", "direction", "random"]
     )
     # At the end of the inference pass, on its smashed data.
-    inference: list[str] = Field(
+    inference: list[AttackName] = Field(
         default_factory=lambda: ["distance", "kmeans_seeded", "train_centroids", "train_knn", "random"]
     )
     # Training-phase attack (name.data) whose last-epoch labels name the training
@@ -185,37 +212,13 @@ class RunConfig(_Section):
     adversary: AdversarySection = AdversarySection()
     transport: TransportSection = TransportSection()
 
-    @model_validator(mode="after")
-    def _known_names(self) -> "RunConfig":
-        from splitleak.data import DATASETS
-        from party_label.defenses import DEFENSES
-        from adversary.attacks import ATTACKS
-
-        problems = []
-        if self.data.name not in DATASETS:
-            problems.append(f"data.name: unknown dataset {self.data.name!r}; known: {', '.join(sorted(DATASETS))}")
-        if self.label_party.defense.name not in DEFENSES:
-            problems.append(
-                f"label_party.defense.name: unknown defense {self.label_party.defense.name!r}; "
-                f"known: {', '.join(sorted(DEFENSES))}"
-            )
-        for key in ("per_round", "per_epoch", "inference"):
-            for name in getattr(self.adversary.attacks, key):
-                if name not in ATTACKS:
-                    problems.append(
-                        f"adversary.attacks.{key}: unknown attack {name!r}; known: {', '.join(sorted(ATTACKS))}"
-                    )
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
-
 
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        lines.extend(f"  {m}" if not path else f"  {path}: {m}" for m in msg.split("\n"))
+        lines.append(f"  {path}: {msg}" if path else f"  {msg}")
     return "invalid config:\n" + "\n".join(lines)
 
 

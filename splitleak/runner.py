@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitleak.config import RunConfig, dump_config
-from splitleak.data import draw_known_samples, load_dataset, read_known_samples, split_ids, write_known_samples
+from splitleak.data import draw_known_samples, load_dataset, split_ids, write_known_samples
 from splitleak.runlog import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -189,11 +189,9 @@ def run_in_process(config: RunConfig) -> dict:
     tap = build_tap(config) if config.adversary.mode != "off" else None
     link = InProcLink(LabelService(build_label_party(config)), tap=tap)
     feature = build_feature_party(config)
-    known_ids = None
-    if tap is not None and config.feature_party.embed_known:
-        known_ids, _ = read_known_samples(config.adversary.known_labels)
+    known = config.adversary.known_labels if tap is not None and config.feature_party.embed_known else None
     try:
-        report = feature.run(link, known_ids=known_ids, side_channel=run_dir / SIDE_CHANNEL)
+        report = feature.run(link, known_samples=known, side_channel=run_dir / SIDE_CHANNEL)
     finally:
         if tap is not None:
             tap.close()

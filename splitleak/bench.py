@@ -1,0 +1,177 @@
+"""`splitleak bench`: throughput of the transports and cost of the attacks.
+
+Each command measures in one run and rewrites its own section of
+docs/benchmarks.md, with the command that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from splitleak.config import load_config
+
+__all__ = ["add_parser", "bench_attacks", "bench_transport", "update_doc"]
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def _machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def update_doc(section: str, body: str, doc: Path = DOC) -> None:
+    """Replaces the text between <!-- bench:SECTION --> markers in the benchmarks doc (appending if absent)."""
+    begin, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEvery table here is written by the command above it.\n"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    if begin in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+def _grpc_form(config, *, proxy: bool, attacks: bool) -> float:
+    """Returns the feature party's training seconds against real server processes."""
+    from party_feature.link import GrpcLink
+    from party_feature.party import build_feature_party
+    from splitleak.runner import prepare_run_dir, start_servers, stop_processes, wait_servers, write_run_config
+
+    adv = {"mode": "proxy" if proxy else "off"}
+    config = config.model_copy(update={"adversary": config.adversary.model_copy(update=adv)})
+    config = prepare_run_dir(config)
+    if not attacks:
+        config = config.model_copy(update={"adversary": config.adversary.model_copy(update={"known_labels": None})})
+    procs = []
+    try:
+        address = start_servers(config, write_run_config(config), procs)
+        config = config.model_copy(update={"feature_party": config.feature_party.model_copy(
+            update={"label_party_address": address})})
+        link = GrpcLink(config)
+        report = build_feature_party(config).run(link)
+        link.close()
+        wait_servers(procs)
+    finally:
+        stop_processes(procs, timeout_s=15)
+    return report.train_seconds
+
+
+def bench_transport(config_path: Path | None, overrides: list[str], run_root: Path) -> list[dict]:
+    """Returns one row per form: in-process, gRPC direct, gRPC through the proxy (attacks off, then on)."""
+    from splitleak.runner import run_in_process
+
+    base = load_config(config_path, overrides + ["feature_party.progress=false", "run.log_level=WARNING"])
+    forms = [
+        ("in-process", "inproc", None),
+        ("gRPC direct", "grpc", dict(proxy=False, attacks=False)),
+        ("gRPC via adversary proxy, attacks off", "proxy", dict(proxy=True, attacks=False)),
+        ("gRPC via adversary proxy, live attacks on", "proxy-attacks", dict(proxy=True, attacks=True)),
+    ]
+    rows = []
+    for label, name, grpc_args in forms:
+        config = base.model_copy(update={"run": base.run.model_copy(update={"dir": run_root / name, "id": name})})
+        print(f"bench transport: {label} ...", file=sys.stderr, flush=True)
+        if grpc_args is None:
+            off = config.model_copy(update={"adversary": config.adversary.model_copy(update={"mode": "off"})})
+            seconds = run_in_process(off)["timing"]["train_seconds"]
+        else:
+            seconds = _grpc_form(config, **grpc_args)
+        from splitleak.data import load_dataset, split_ids
+
+        n = len(split_ids(len(load_dataset(config.data, config.run.seed).labels()),
+                          test_fraction=config.data.test_fraction, seed=config.run.seed).train_ids)
+        steps = -(-n // config.train.batch_size) * config.train.epochs
+        rows.append({"form": label, "train_seconds": round(seconds, 2), "rounds_per_s": round(steps / seconds, 1),
+                     "samples_per_s": round(n * config.train.epochs / seconds, 1)})
+    return rows
+
+
+def bench_attacks(run_dir: Path, repeats: int) -> list[dict]:
+    """Returns the median time of each epoch-level attack on the last captured epoch of a run."""
+    from adversary.engine import AttackEngine
+    from splitleak.data import load_dataset, read_known_samples
+
+    config = load_config(run_dir / "config.yaml")
+    captures = sorted((run_dir / "tensors").glob("train-epoch-*.npz"))
+    if not captures:
+        raise FileNotFoundError(f"no captured epochs in {run_dir}/tensors: run a demo with adversary.capture=true")
+    with np.load(captures[-1]) as f:
+        ids, smashed, grad = f["ids"], torch.from_numpy(f["smashed"]), torch.from_numpy(f["grad"])
+    known_ids, known_labels = read_known_samples(config.adversary.known_labels)
+    num_classes = load_dataset(config.data, config.run.seed).num_classes
+    rows = []
+    for name in config.adversary.attacks.per_epoch:
+        cfg = config.adversary.attacks.model_copy(update={"per_epoch": [name]})
+        times: dict[str, list[float]] = {}
+        for _ in range(repeats):
+            engine = AttackEngine(cfg, known_ids=known_ids, known_labels=known_labels, num_classes=num_classes,
+                                  device=config.adversary.device, seed=config.run.seed)
+            for result in engine.train_epoch(0, ids, smashed, grad):
+                times.setdefault(result.data, []).append(result.seconds)
+        for data, values in times.items():
+            rows.append({"attack": name, "data": data, "samples": len(ids), "dim": grad.shape[1],
+                         "median_ms": round(statistics.median(values) * 1000, 2)})
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _cmd_transport(args) -> int:
+    start = time.time()
+    rows = bench_transport(args.config, args.overrides, args.run_root)
+    command = "splitleak bench transport" + (f" --config {args.config}" if args.config else "") + \
+        "".join(f" {o}" for o in args.overrides)
+    body = (f"## Training throughput: in-process vs gRPC vs gRPC through the adversary\n\n"
+            f"Command: `{command}` (one run, {time.time() - start:.0f}s; machine: {_machine()})\n\n"
+            f"Config: {args.config or 'configs/demo.yaml'}; train seconds as the feature party measures them.\n\n"
+            + _table(rows))
+    print(body)
+    if not args.no_doc:
+        update_doc("transport" + (f"-{args.section}" if args.section else ""), body)
+    return 0
+
+
+def _cmd_attacks(args) -> int:
+    rows = bench_attacks(args.run_dir, args.repeats)
+    body = (f"## Attack cost on one epoch\n\n"
+            f"Command: `splitleak bench attacks --run-dir {args.run_dir} --repeats {args.repeats}` "
+            f"(machine: {_machine()}); the run dir is a capture from "
+            f"`splitleak demo --config configs/mnist.yaml` (last epoch).\n\n" + _table(rows))
+    print(body)
+    if not args.no_doc:
+        update_doc("attacks", body)
+    return 0
+
+
+def add_parser(sub) -> None:
+    bench = sub.add_parser("bench", help="measure throughput and attack cost; records them in docs/benchmarks.md")
+    kinds = bench.add_subparsers(dest="kind", required=True)
+    transport = kinds.add_parser("transport", help="training throughput: in-process, gRPC, gRPC via the proxy")
+    transport.add_argument("--config", type=Path)
+    transport.add_argument("--run-root", type=Path, default=Path("runs/bench"))
+    transport.add_argument("--section", default="", help="suffix for the doc section (several configs)")
+    transport.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    transport.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    transport.set_defaults(func=_cmd_transport)
+    attacks = kinds.add_parser("attacks", help="time of each epoch-level attack on a captured epoch")
+    attacks.add_argument("--run-dir", type=Path, default=Path("runs/mnist"))
+    attacks.add_argument("--repeats", type=int, default=3)
+    attacks.add_argument("--no-doc", action="store_true")
+    attacks.set_defaults(func=_cmd_attacks)

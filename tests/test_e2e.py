@@ -1,0 +1,75 @@
+"""End to end through the real entry points: separate OS processes on loopback."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import MNIST_DIR, REPO, needs_mnist
+
+pytestmark = pytest.mark.slow
+
+
+def _splitleak(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "splitleak.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _epoch_accuracy(summary, attack, data):
+    return {r["epoch"]: r["accuracy"] for r in summary["attacks"]
+            if r["attack"] == attack and r["data"] == data and r["phase"] == "train"}
+
+
+def _check_attacks(summary, epochs):
+    for attack in ("distance", "kmeans_seeded"):
+        per_epoch = _epoch_accuracy(summary, attack, "grad")
+        assert sorted(per_epoch) == list(range(epochs))
+        assert min(per_epoch.values()) >= 0.99, (attack, per_epoch)
+    inference = [r["accuracy"] for r in summary["attacks"] if r["phase"] == "infer" and r["attack"] != "random"]
+    assert max(inference) >= summary["task"]["test_accuracy"] - 0.03
+
+
+def test_demo_digits_three_processes(tmp_path):
+    run_dir = tmp_path / "digits"
+    done = _splitleak("demo", "--dataset", "digits", "--epochs", "5", "--run-dir", str(run_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test accuracy" in done.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["task"]["test_accuracy"] >= 0.93
+    pids = summary["processes"]
+    assert set(pids) == {"label_party", "adversary", "feature_party"}
+    assert len(set(pids.values())) == 3 and os.getpid() not in pids.values()
+    for role in ("label_party", "adversary"):
+        assert f"[{pids[role]}]" in (run_dir / "logs" / f"{role}.log").read_text()
+    _check_attacks(summary, 5)
+    assert summary["time_to_leak"]["distance/grad/train"]["round"] >= 1
+
+    replay = _splitleak("attack", str(run_dir), "--json")
+    assert replay.returncode == 0, replay.stderr
+    assert all(row["matches_live"] for row in json.loads(replay.stdout))
+
+    table = _splitleak("inspect", str(run_dir))
+    assert table.returncode == 0 and "distance" in table.stdout and "epoch ends" in table.stdout
+    lines = _splitleak("inspect", str(run_dir), "--json").stdout.splitlines()
+    assert json.loads(lines[0])["type"] == "hello" and json.loads(lines[-1])["type"] == "finish"
+
+
+def test_demo_bad_config_is_reported_not_started(tmp_path):
+    done = _splitleak("demo", "--run-dir", str(tmp_path / "x"), "train.epochs=0", "data.name=nope")
+    assert done.returncode == 2
+    assert "train.epochs" in done.stderr and "unknown dataset 'nope'" in done.stderr
+
+
+@needs_mnist
+@pytest.mark.mnist
+def test_demo_mnist_cnn(tmp_path):
+    run_dir = tmp_path / "mnist"
+    done = _splitleak("demo", "--config", "configs/mnist.yaml", "--run-dir", str(run_dir), f"data.path={MNIST_DIR}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["task"]["test_samples"] == 2000
+    assert summary["task"]["test_accuracy"] >= 0.95
+    _check_attacks(summary, 5)

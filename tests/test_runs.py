@@ -1,0 +1,56 @@
+"""Whole runs in one process (the same tap, engine and scorer as the proxy): scoring and replay."""
+
+import json
+
+import numpy as np
+
+from adversary.replay import replay_run
+from conftest import small_config
+from splitleak.runlog import read_jsonl
+from splitleak.runner import run_in_process
+
+
+def _run(tmp_path, **adversary):
+    config = small_config(tmp_path, train={"epochs": 2, "batch_size": 64, "optimizer": "adam", "lr": 0.003},
+                          adversary={"mode": "interceptor", "capture": True, **adversary})
+    return config, run_in_process(config)
+
+
+def test_without_ground_truth_the_attacks_predict_and_nothing_is_scored(tmp_path):
+    config, summary = _run(tmp_path, ground_truth=None)
+    run_dir = tmp_path / "run"
+    assert summary["adversary"]["scored"] is False
+    assert summary["attacks"] and all(row["accuracy"] is None for row in summary["attacks"])
+    rounds = [r for r in read_jsonl(run_dir / "attack_log.jsonl") if r["type"] == "round"]
+    for record in rounds:
+        for entry in record["attacks"]:
+            assert "accuracy" not in entry
+            assert len(entry["predictions"]) == record["samples"]
+    with np.load(run_dir / "predictions" / "train-epoch-0001.npz") as f:
+        assert set(f["distance.grad"].tolist()) <= set(range(10))
+    assert all(v is None for k, v in summary["time_to_leak"].items() if k != "threshold")
+
+
+def test_live_predictions_equal_offline_replay(tmp_path):
+    config, summary = _run(tmp_path, ground_truth="dataset")
+    rows = replay_run(tmp_path / "run")
+    assert rows and all(row["matches_live"] is True for row in rows)
+    live = {(r["attack"], r["data"], r["phase"], r["epoch"]): r["accuracy"] for r in summary["attacks"]}
+    for row in rows:
+        assert row["accuracy"] == live[(row["attack"], row["data"], row["phase"], row["epoch"])]
+
+
+def test_summary_and_log_carry_what_a_user_reads(tmp_path):
+    config, summary = _run(tmp_path, ground_truth="dataset")
+    for key in ("run_id", "dataset", "num_classes", "task", "timing", "attacks", "time_to_leak"):
+        assert key in summary
+    assert summary["task"]["epochs"] == 2 and 0 < summary["task"]["test_accuracy"] <= 1
+    assert summary["timing"]["rounds"] > 0 and summary["timing"]["train_seconds"] > 0
+    row = summary["attacks"][0]
+    assert {"attack", "data", "phase", "epoch", "accuracy", "n"} <= row.keys()
+    epochs = [r for r in read_jsonl(tmp_path / "run" / "attack_log.jsonl") if r["type"] == "epoch"]
+    assert [r["phase"] for r in epochs] == ["train", "train", "infer"]
+    for entry in epochs[0]["attacks"]:
+        assert {"attack", "data", "phase", "n", "seconds"} <= entry.keys()
+        if entry["attack"] != "random":
+            assert "recall" in entry
