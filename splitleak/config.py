@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "RunConfig",
     "apply_overrides",
+    "apply_threads",
     "config_digest",
     "dump_config",
     "load_config",
@@ -67,6 +68,9 @@ class RunSection(_Section):
     dir: Path = Path("runs/demo")
     seed: int = Field(0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # CPU threads torch may use in each process (0: torch's default, every core). Three
+    # processes sharing a small machine run fastest with one each (docs/benchmarks.md).
+    torch_threads: int = Field(1, ge=0)
 
 
 class SyntheticSection(_Section):
@@ -268,6 +272,14 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
 def dump_config(config: RunConfig) -> str:
     """Returns the config as YAML text that load_config reads back to the same config."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def apply_threads(config: RunConfig) -> None:
+    """Limits torch's CPU threads in this process as run.torch_threads says."""
+    import torch
+
+    if config.run.torch_threads:
+        torch.set_num_threads(config.run.torch_threads)
 
 
 def config_digest(config: RunConfig) -> str:

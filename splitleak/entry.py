@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from splitleak.config import ConfigError, RunConfig, load_config
+from splitleak.config import ConfigError, RunConfig, apply_threads, load_config
 
 __all__ = ["announce_ready", "parse_process_args", "stop_event"]
 
@@ -32,6 +32,7 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
         level=config.run.log_level,
         format=f"%(asctime)s {prog}[%(process)d] %(levelname)s %(name)s: %(message)s",
     )
+    apply_threads(config)
     logging.getLogger(prog).info("pid %d, run %s, config %s", os.getpid(), config.run.id, args.config or "demo")
     return config, args
 

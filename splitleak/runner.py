@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from splitleak.config import RunConfig, dump_config
+from splitleak.config import RunConfig, apply_threads, dump_config
 from splitleak.data import draw_known_samples, load_dataset, split_ids, write_known_samples
 from splitleak.runlog import write_json_atomic
 
@@ -182,6 +182,7 @@ def run_in_process(config: RunConfig) -> dict:
     from party_label.server import build_label_party
     from party_label.service import LabelService
 
+    apply_threads(config)
     config = prepare_run_dir(config)
     write_run_config(config)
     run_dir = Path(config.run.dir)
