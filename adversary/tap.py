@@ -232,7 +232,8 @@ class Tap:
                      "epochs": request.epochs, "final_train_loss": reply.final_train_loss},
             "defense": {"name": reply.defense,
                         "epsilon": reply.epsilon if reply.HasField("epsilon") else None,
-                        "delta": reply.delta if reply.HasField("delta") else None},
+                        "delta": reply.delta if reply.HasField("delta") else None,
+                        **dict(reply.defense_metrics)},
             "timing": {"train_seconds": request.train_seconds, "rounds": request.train_rounds,
                        "infer_seconds": request.infer_seconds, "infer_rounds": request.infer_rounds},
         }

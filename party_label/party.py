@@ -77,6 +77,7 @@ class LabelParty:
         self._infer_replies: dict[str, list[int]] = {}
         self._test_correct: dict[int, bool] = {}
         self._last_loss = float("nan")
+        self._steps_applied = 0
         self.finished = threading.Event()
 
     # -- handshake -----------------------------------------------------------------
@@ -152,6 +153,7 @@ class LabelParty:
                 raise ProtocolError("FAILED_PRECONDITION", f"step {key} is ahead of the next expected step {nxt} (or {(nxt[0] + 1, 0)})")
             self._check_batch(sample_ids, smashed, allowed=self._is_train, split_name="training")
             result = self._apply(sample_ids, smashed)
+            self._steps_applied += 1
             self._last_step = key
             self._recorded[key] = _Recorded(sample_ids.tobytes(), result)
             while len(self._recorded) > self.config.label_party.replay_window:
@@ -195,7 +197,7 @@ class LabelParty:
         """Returns the task metrics this party publishes (aggregates only) and marks the run finished."""
         self._check_run(run_id)
         with self._lock:
-            spent = self.defense.privacy_spent()
+            spent = self.defense.privacy_spent(steps=self._steps_applied)
             metrics = {
                 "test_accuracy": float(np.mean(list(self._test_correct.values()))) if self._test_correct else float("nan"),
                 "test_samples": len(self._test_correct),
@@ -203,6 +205,7 @@ class LabelParty:
                 "epsilon": spent[0] if spent else None,
                 "delta": spent[1] if spent else None,
                 "final_train_loss": self._last_loss,
+                "defense_metrics": self.defense.metrics(steps=self._steps_applied),
             }
         log.info("finished: %s", metrics)
         self.finished.set()

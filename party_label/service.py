@@ -67,6 +67,7 @@ class LabelService:
             test_samples=metrics["test_samples"],
             defense=metrics["defense"],
             final_train_loss=metrics["final_train_loss"] if math.isfinite(metrics["final_train_loss"]) else 0.0,
+            defense_metrics=metrics["defense_metrics"],
         )
         if metrics["epsilon"] is not None:
             reply.epsilon = metrics["epsilon"]

@@ -152,9 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     known.add_argument("--out", type=Path, required=True)
     known.set_defaults(func=_known_labels)
 
-    from splitleak import bench
+    from splitleak import bench, sweep
 
     bench.add_parser(sub)
+    sweep.add_parser(sub)
 
     return parser
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "ConfigError",
@@ -120,6 +120,18 @@ class DefenseSection(_Section):
     fraction: float | None = Field(None, ge=0, lt=1)
     # Marvell: power-constraint scale s.
     scale: float | None = Field(None, ge=0)
+    # dp_sgd: also noise the returned cut-layer gradients (false: Opacus on the
+    # top model only, the paper's setting, whose epsilon then covers the top model only).
+    cut_grad_noise: bool = True
+
+
+    @model_validator(mode="after")
+    def _strength_given(self) -> "DefenseSection":
+        needs = {"dp_sgd": "epsilon", "label_dp": "epsilon", "grad_compression": "fraction", "marvell": "scale"}
+        key = needs.get(self.name)
+        if key and getattr(self, key) is None:
+            raise ValueError(f"defense {self.name} needs {key}")
+        return self
 
 
 class LabelPartySection(_Section):
@@ -191,6 +203,13 @@ class AdversarySection(_Section):
     leak_threshold: float = Field(0.95, gt=0, le=1)
 
 
+class SweepSection(_Section):
+    """What `splitleak sweep` varies when the command line does not say."""
+
+    defense: DefenseName | None = None
+    values: list[float] = Field(default_factory=list)
+
+
 class TLSSection(_Section):
     cert: Path | None = None
     key: Path | None = None
@@ -215,6 +234,18 @@ class RunConfig(_Section):
     feature_party: FeaturePartySection = FeaturePartySection()
     adversary: AdversarySection = AdversarySection()
     transport: TransportSection = TransportSection()
+    sweep: SweepSection = SweepSection()
+
+    @model_validator(mode="after")
+    def _marvell_is_binary(self) -> "RunConfig":
+        if self.label_party.defense.name == "marvell":
+            from splitleak.data import load_dataset
+
+            classes = load_dataset(self.data, self.run.seed).num_classes
+            if classes != 2:
+                raise ValueError(f"label_party.defense.name: marvell protects binary tasks only; "
+                                 f"{self.data.name} has {classes} classes")
+        return self
 
 
 def _format_errors(err: ValidationError) -> str:

@@ -46,9 +46,13 @@ class Defense:
         """Returns the cut-layer gradient to send back to the feature party."""
         return cut_grad
 
-    def privacy_spent(self) -> tuple[float, float] | None:
-        """Returns (epsilon, delta) spent so far, or None for defenses without a privacy budget."""
+    def privacy_spent(self, *, steps: int) -> tuple[float, float] | None:
+        """Returns (epsilon, delta) spent after `steps` training steps, or None for defenses without a budget."""
         return None
+
+    def metrics(self, *, steps: int) -> dict[str, float]:
+        """Returns the defense's own figures for the run report (noise multiplier, ...)."""
+        return {}
 
 
 def build_defense(cfg, ctx: DefenseContext) -> Defense:

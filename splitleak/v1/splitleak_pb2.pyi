@@ -109,17 +109,26 @@ class FinishRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., train_seconds: _Optional[float] = ..., train_rounds: _Optional[int] = ..., infer_seconds: _Optional[float] = ..., infer_rounds: _Optional[int] = ..., epochs: _Optional[int] = ...) -> None: ...
 
 class FinishReply(_message.Message):
-    __slots__ = ("test_accuracy", "test_samples", "defense", "epsilon", "delta", "final_train_loss")
+    __slots__ = ("test_accuracy", "test_samples", "defense", "epsilon", "delta", "final_train_loss", "defense_metrics")
+    class DefenseMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     TEST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     TEST_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     DEFENSE_FIELD_NUMBER: _ClassVar[int]
     EPSILON_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     FINAL_TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    DEFENSE_METRICS_FIELD_NUMBER: _ClassVar[int]
     test_accuracy: float
     test_samples: int
     defense: str
     epsilon: float
     delta: float
     final_train_loss: float
-    def __init__(self, test_accuracy: _Optional[float] = ..., test_samples: _Optional[int] = ..., defense: _Optional[str] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., final_train_loss: _Optional[float] = ...) -> None: ...
+    defense_metrics: _containers.ScalarMap[str, float]
+    def __init__(self, test_accuracy: _Optional[float] = ..., test_samples: _Optional[int] = ..., defense: _Optional[str] = ..., epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., final_train_loss: _Optional[float] = ..., defense_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
