@@ -64,6 +64,7 @@ class LabelParty:
                 batch_size=config.train.batch_size,
                 epochs=config.train.epochs,
                 seed=config.run.seed,
+                device=str(self.device),
             ),
         )
         self._train_labels = self.defense.train_labels(self._labels, torch.as_tensor(split.train_ids))
@@ -167,10 +168,11 @@ class LabelParty:
         self.optimizer.zero_grad()
         loss = F.cross_entropy(self.top(smashed), labels)
         loss.backward()
-        cut_grad = self.defense.protect(smashed.grad.detach(), labels)
+        # Defenses work on host memory: the returned gradient goes to the wire from there anyway.
+        cut_grad = self.defense.protect(smashed.grad.detach().cpu(), labels.cpu())
         self.optimizer.step()
         self._last_loss = float(loss.detach())
-        return StepResult(cut_grad.cpu(), self._last_loss)
+        return StepResult(cut_grad, self._last_loss)
 
     # -- inference -----------------------------------------------------------------
 

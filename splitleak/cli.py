@@ -152,10 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     known.add_argument("--out", type=Path, required=True)
     known.set_defaults(func=_known_labels)
 
-    from splitleak import bench, sweep
+    from splitleak import bench, results, sweep
 
     bench.add_parser(sub)
     sweep.add_parser(sub)
+    results.add_parser(sub)
 
     return parser
 

@@ -73,3 +73,16 @@ def test_demo_mnist_cnn(tmp_path):
     assert summary["task"]["test_samples"] == 2000
     assert summary["task"]["test_accuracy"] >= 0.95
     _check_attacks(summary, 5)
+
+
+def test_inproc_and_three_processes_give_the_same_numbers(tmp_path):
+    """A sweep's --transport inproc is a shortcut, not a different experiment."""
+    rows = {}
+    for transport in ("inproc", "processes"):
+        done = _splitleak("sweep", "--defense", "grad_compression", "--values", "0.5", "--no-baseline",
+                          "--transport", transport, "--out", str(tmp_path / transport), "train.epochs=2",
+                          "model.cut_dim=32")
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows[transport] = json.loads((tmp_path / transport / "sweep.json").read_text())
+        assert (tmp_path / transport / "sweep.png").stat().st_size > 0
+    assert rows["inproc"] == rows["processes"]

@@ -23,6 +23,8 @@ class DefenseContext:
     batch_size: int
     epochs: int
     seed: int
+    # Where the top model lives (DP-SGD's noise generator must live there too).
+    device: str = "cpu"
 
 
 class Defense:

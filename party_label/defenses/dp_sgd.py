@@ -46,7 +46,7 @@ class DpSgd(Defense):
         private_optimizer = DPOptimizer(
             optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=self.cfg.max_grad_norm,
             expected_batch_size=self.ctx.batch_size, loss_reduction="mean",
-            generator=torch.Generator().manual_seed(self.ctx.seed + 49979687),
+            generator=torch.Generator(device=self.ctx.device).manual_seed(self.ctx.seed + 49979687),
         )
         return private_top, private_optimizer
 
