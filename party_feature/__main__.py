@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as err:
         print(f"party_feature: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("party_feature: interrupted", file=sys.stderr)
+        return 130
     finally:
         link.close()
         if tap:

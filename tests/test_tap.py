@@ -1,6 +1,7 @@
 """The adversary tap in both deployments (proxy, interceptor) over real gRPC: logs and captures."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -78,3 +79,28 @@ def test_every_sample_is_captured_once_per_epoch_with_the_gradient_sent(tmp_path
     assert summary["complete"] and summary["task"]["epochs"] == 2
     assert summary["timing"]["rounds"] == report.train_rounds
     assert abs(summary["task"]["test_accuracy"] - report.finish.test_accuracy) < 1e-12
+
+
+def test_a_worker_that_falls_behind_is_logged_and_drops_nothing(tmp_path, monkeypatch):
+    from adversary.tap import Tap
+    from party_feature.link import InProcLink
+    from party_label.server import build_label_party
+    from party_label.service import LabelService
+
+    config = small_config(tmp_path, adversary={"mode": "interceptor", "queue_size": 1})
+    original = Tap._handle
+
+    def slow_handle(self, event):
+        time.sleep(0.02)
+        original(self, event)
+
+    monkeypatch.setattr(Tap, "_handle", slow_handle)
+    tap = build_tap(config)
+    feature = build_feature_party(config)
+    report = feature.run(InProcLink(LabelService(build_label_party(config)), tap=tap))
+    tap.close()
+    records = list(read_jsonl(tmp_path / "run" / "attack_log.jsonl"))
+    lags = [r for r in records if r["type"] == "lag"]
+    assert lags and all(r["waited_ms"] > 0 for r in lags)
+    rounds = [r for r in records if r["type"] == "round"]
+    assert len(rounds) == report.train_rounds + report.infer_rounds
