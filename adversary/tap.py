@@ -228,8 +228,9 @@ class Tap:
         self._end_train_epoch()
         self._end_inference()
         self._finish = {
-            "task": {"test_accuracy": reply.test_accuracy, "test_samples": reply.test_samples,
-                     "epochs": request.epochs, "final_train_loss": reply.final_train_loss},
+            "task": {"test_accuracy": reply.test_accuracy if reply.test_samples else None,
+                     "test_samples": reply.test_samples, "epochs": request.epochs,
+                     "final_train_loss": reply.final_train_loss, "failure": request.failure or None},
             "defense": {"name": reply.defense,
                         "epsilon": reply.epsilon if reply.HasField("epsilon") else None,
                         "delta": reply.delta if reply.HasField("delta") else None,

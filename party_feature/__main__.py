@@ -39,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             tap.close()
     (run_dir / "feature_party").mkdir(parents=True, exist_ok=True)
     torch.save(party.bottom.state_dict(), run_dir / "feature_party" / "bottom.pt")
-    print(f"test accuracy {report.finish.test_accuracy:.4f} on {report.finish.test_samples} samples; "
-          f"trained {report.train_rounds} rounds in {report.train_seconds:.1f}s")
+    if report.failure:
+        print(f"party_feature: training stopped: {report.failure}", file=sys.stderr)
+    else:
+        print(f"test accuracy {report.finish.test_accuracy:.4f} on {report.finish.test_samples} samples; "
+              f"trained {report.train_rounds} rounds in {report.train_seconds:.1f}s")
     return 0
 
 

@@ -21,7 +21,11 @@ from splitleak.v1 import splitleak_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FeatureParty", "RunReport", "build_feature_party"]
+__all__ = ["FeatureParty", "RunReport", "TrainingDiverged", "build_feature_party"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The bottom model produced non-finite smashed data (too much noise, too high a learning rate)."""
 
 
 @dataclass
@@ -30,6 +34,8 @@ class RunReport:
     train_rounds: int = 0
     infer_seconds: float = 0.0
     infer_rounds: int = 0
+    epochs: int = 0
+    failure: str = ""
     losses: list[float] | None = None
     finish: pb.FinishReply | None = None
 
@@ -80,6 +86,9 @@ class FeatureParty:
         for step, (ids, x) in enumerate(self.batches(self.split.train_ids, shuffle_seed=self.config.run.seed * 1000 + epoch)):
             self.optimizer.zero_grad()
             smashed = self.bottom(x.to(self.device))
+            if not torch.isfinite(smashed).all():
+                raise TrainingDiverged(f"the bottom model diverged at epoch {epoch}, step {step}: its smashed data "
+                                       "are not finite (lower train.lr, or the defense's noise)")
             reply = link.train_step(pb.TrainStepRequest(
                 run_id=self.run_id, epoch=epoch, step=step, sample_ids=ids.tolist(),
                 smashed=tensor_to_proto(smashed, self.wire_dtype),
@@ -130,23 +139,31 @@ class FeatureParty:
         with _progress(cfg.feature_party.progress) as progress:
             task = progress.add_task("train", total=steps_per_epoch * cfg.train.epochs)
             start = time.perf_counter()
-            for epoch in range(cfg.train.epochs):
-                progress.update(task, description=f"train epoch {epoch}")
-                losses = self.train_epoch(link, epoch, on_step=lambda: progress.advance(task))
-                report.losses.extend(losses)
-                log.info("epoch %d: mean loss %.4f", epoch, float(np.mean(losses)))
+            try:
+                for epoch in range(cfg.train.epochs):
+                    progress.update(task, description=f"train epoch {epoch}")
+                    losses = self.train_epoch(link, epoch, on_step=lambda: progress.advance(task))
+                    report.losses.extend(losses)
+                    report.epochs = epoch + 1
+                    log.info("epoch %d: mean loss %.4f", epoch, float(np.mean(losses)))
+            except TrainingDiverged as err:
+                # A defense strong enough to break training is a result, not a crash: end the run and say so.
+                log.error("%s", err)
+                report.failure = str(err)
             report.train_seconds = time.perf_counter() - start
-            report.train_rounds = steps_per_epoch * cfg.train.epochs
-            if known_samples is not None and side_channel is not None:
-                known_ids, _ = read_known_samples(known_samples)
-                write_side_channel(side_channel, known_ids, self.embed(known_ids))
-            task = progress.add_task("inference", total=infer_steps)
-            start = time.perf_counter()
-            report.infer_rounds = self.infer_pass(link, on_step=lambda: progress.advance(task))
-            report.infer_seconds = time.perf_counter() - start
+            report.train_rounds = len(report.losses)
+            if not report.failure:
+                if known_samples is not None and side_channel is not None:
+                    known_ids, _ = read_known_samples(known_samples)
+                    write_side_channel(side_channel, known_ids, self.embed(known_ids))
+                task = progress.add_task("inference", total=infer_steps)
+                start = time.perf_counter()
+                report.infer_rounds = self.infer_pass(link, on_step=lambda: progress.advance(task))
+                report.infer_seconds = time.perf_counter() - start
         report.finish = link.finish(pb.FinishRequest(
             run_id=self.run_id, train_seconds=report.train_seconds, train_rounds=report.train_rounds,
-            infer_seconds=report.infer_seconds, infer_rounds=report.infer_rounds, epochs=cfg.train.epochs,
+            infer_seconds=report.infer_seconds, infer_rounds=report.infer_rounds, epochs=report.epochs,
+            failure=report.failure,
         ))
         return report
 

@@ -48,7 +48,10 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
 
     console = wide_console()
     task = summary.get("task") or {}
-    console.print(f"[bold]test accuracy[/] {task.get('test_accuracy', float('nan')):.4f} "
+    if task.get("failure"):
+        console.print(f"[bold red]training stopped[/]: {task['failure']}")
+    accuracy = task.get("test_accuracy")
+    console.print(f"[bold]test accuracy[/] {'–' if accuracy is None else f'{accuracy:.4f}'} "
                   f"({task.get('test_samples')} samples, {task.get('epochs')} epochs, "
                   f"{summary['timing']['train_seconds']:.1f}s training)")
     last = {}

@@ -111,7 +111,8 @@ def _sweep_section(name: str, mnist: Path, root: Path, img_dir: Path) -> str:
         keys = ["norm.grad.train", "direction.grad.train"] + keys
     table = _table(["defense", "strength", "epsilon", "task test accuracy"] + [k.replace(".", " / ") for k in keys],
                    [[r["defense"], "–" if r["strength"] is None else f"{r['strength']:g}",
-                     "–" if r["epsilon"] is None else f"{r['epsilon']:.2f}", _fmt(r["test_accuracy"])] +
+                     "–" if r["epsilon"] is None else f"{r['epsilon']:.2f}",
+                     "diverged" if r["failure"] else _fmt(r["test_accuracy"])] +
                     [_fmt(r.get(k)) for k in keys] for r in rows])
     return (f"### {name}\n\nCommand: `splitleak sweep --config configs/sweeps/{name}.yaml` "
             f"(here `--transport inproc`). Attack columns: last training epoch, and the inference pass.\n\n"

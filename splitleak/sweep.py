@@ -21,7 +21,8 @@ def _row(defense: str, strength: float | None, summary: dict) -> dict:
     """Returns one sweep row: task accuracy, epsilon, and the last epoch's accuracy of every attack."""
     row = {"defense": defense, "strength": strength,
            "epsilon": (summary.get("defense") or {}).get("epsilon"),
-           "test_accuracy": summary["task"]["test_accuracy"]}
+           "test_accuracy": summary["task"]["test_accuracy"],
+           "failure": summary["task"].get("failure")}
     train_epochs = [r["epoch"] for r in summary["attacks"] if r["phase"] == "train"]
     last = max(train_epochs) if train_epochs else None
     for r in summary["attacks"]:
@@ -80,7 +81,8 @@ def plot_sweep(rows: list[dict], path: Path, *, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for key in PLOTTED:
-        points = [(r["test_accuracy"], r[key]) for r in rows if r.get(key) is not None]
+        points = [(r["test_accuracy"], r[key]) for r in rows
+                  if r.get(key) is not None and r["test_accuracy"] is not None]
         if not points:
             continue
         attack, data, phase = key.split(".")
@@ -88,6 +90,8 @@ def plot_sweep(rows: list[dict], path: Path, *, title: str) -> None:
         ax.plot(xs, ys, linestyle=":" if phase == "infer" else STYLES[data], marker="o",
                 label=f"{attack} / {data} / {phase}")
     for r in rows:
+        if r["test_accuracy"] is None:
+            continue
         ax.annotate("none" if r["strength"] is None else f"{r['strength']:g}", (r["test_accuracy"], 1.02),
                     textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
     chance = [r.get("random.none.train") for r in rows if r.get("random.none.train") is not None]

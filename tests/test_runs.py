@@ -54,3 +54,15 @@ def test_summary_and_log_carry_what_a_user_reads(tmp_path):
         assert {"attack", "data", "phase", "n", "seconds"} <= entry.keys()
         if entry["attack"] != "random":
             assert "recall" in entry
+
+
+def test_a_defense_that_breaks_training_ends_the_run_with_a_recorded_failure(tmp_path):
+    config = small_config(tmp_path, train={"epochs": 2, "batch_size": 64, "optimizer": "sgd", "lr": 50.0,
+                                           "momentum": 0.9},
+                          label_party={"defense": {"name": "dp_sgd", "epsilon": 0.1}},
+                          adversary={"mode": "interceptor", "ground_truth": "dataset"})
+    summary = run_in_process(config)
+    assert summary["complete"]
+    assert "diverged" in summary["task"]["failure"]
+    assert summary["task"]["test_accuracy"] is None
+    assert summary["timing"]["infer_rounds"] == 0

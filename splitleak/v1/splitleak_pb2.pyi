@@ -93,20 +93,22 @@ class InferReply(_message.Message):
     def __init__(self, count: _Optional[int] = ..., predictions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FinishRequest(_message.Message):
-    __slots__ = ("run_id", "train_seconds", "train_rounds", "infer_seconds", "infer_rounds", "epochs")
+    __slots__ = ("run_id", "train_seconds", "train_rounds", "infer_seconds", "infer_rounds", "epochs", "failure")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     INFER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INFER_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     train_seconds: float
     train_rounds: int
     infer_seconds: float
     infer_rounds: int
     epochs: int
-    def __init__(self, run_id: _Optional[str] = ..., train_seconds: _Optional[float] = ..., train_rounds: _Optional[int] = ..., infer_seconds: _Optional[float] = ..., infer_rounds: _Optional[int] = ..., epochs: _Optional[int] = ...) -> None: ...
+    failure: str
+    def __init__(self, run_id: _Optional[str] = ..., train_seconds: _Optional[float] = ..., train_rounds: _Optional[int] = ..., infer_seconds: _Optional[float] = ..., infer_rounds: _Optional[int] = ..., epochs: _Optional[int] = ..., failure: _Optional[str] = ...) -> None: ...
 
 class FinishReply(_message.Message):
     __slots__ = ("test_accuracy", "test_samples", "defense", "epsilon", "delta", "final_train_loss", "defense_metrics")
