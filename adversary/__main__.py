@@ -6,7 +6,7 @@ import logging
 
 from adversary.proxy import serve_proxy
 from adversary.tap import build_tap
-from splitleak.entry import announce_ready, parse_process_args, stop_event
+from splitleak.entry import announce_ready, parse_process_args, serve_until_done, stop_event
 
 log = logging.getLogger("adversary")
 
@@ -16,10 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = stop_event()
     running = serve_proxy(config, build_tap(config))
     announce_ready(args.ready_file, role="adversary", port=running.port)
-    while not stop.wait(0.2):
-        if config.adversary.exit_after_finish and running.tap.finished.is_set():
-            log.info("run finished; exiting")
-            break
+    serve_until_done(stop, running.tap.finished, exit_after_finish=config.adversary.exit_after_finish,
+                     prog="adversary")
     running.stop(grace_s=5.0)
     log.info("attack log: %s", running.tap.log.path)
     return 0

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
 
 from party_label.server import serve
-from splitleak.entry import announce_ready, parse_process_args, stop_event
-
-log = logging.getLogger("party_label")
+from splitleak.entry import announce_ready, parse_process_args, serve_until_done, stop_event
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,10 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = stop_event()
     running = serve(config)
     announce_ready(args.ready_file, role="label_party", port=running.port)
-    while not stop.wait(0.2):
-        if config.label_party.exit_after_finish and running.party.finished.is_set():
-            log.info("run finished; exiting")
-            break
+    serve_until_done(stop, running.party.finished, exit_after_finish=config.label_party.exit_after_finish,
+                     prog="party_label")
     running.stop(grace_s=5.0)
     checkpoint = Path(config.run.dir) / "label_party" / "top.pt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)

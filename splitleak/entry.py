@@ -13,7 +13,7 @@ from pathlib import Path
 
 from splitleak.config import ConfigError, RunConfig, apply_threads, load_config
 
-__all__ = ["announce_ready", "parse_process_args", "stop_event"]
+__all__ = ["announce_ready", "parse_process_args", "serve_until_done", "stop_event"]
 
 
 def parse_process_args(prog: str, description: str, argv: list[str] | None) -> tuple[RunConfig, argparse.Namespace]:
@@ -58,3 +58,11 @@ def stop_event() -> threading.Event:
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
     return event
+
+
+def serve_until_done(stop: threading.Event, finished: threading.Event, *, exit_after_finish: bool, prog: str) -> None:
+    """Returns when a signal arrives, or when the run has finished and the process should exit after it."""
+    while not stop.wait(0.2):
+        if exit_after_finish and finished.is_set():
+            logging.getLogger(prog).info("run finished; exiting")
+            return

@@ -28,7 +28,10 @@ class DefenseContext:
 
 
 class Defense:
-    """A label-party defense. The default methods leave everything unchanged."""
+    """A label-party defense. The default methods leave everything unchanged.
+
+    The config has already checked that the defense's strength key is set.
+    """
 
     name = "base"
 

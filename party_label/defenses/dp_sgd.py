@@ -28,8 +28,6 @@ class DpSgd(Defense):
 
     def __init__(self, cfg, ctx) -> None:
         super().__init__(cfg, ctx)
-        if cfg.epsilon is None:
-            raise ValueError("dp_sgd needs label_party.defense.epsilon (the target over the whole run)")
         self.steps_per_epoch = -(-ctx.train_size // ctx.batch_size)
         self.top_sample_rate = ctx.batch_size / ctx.train_size
         if cfg.cut_grad_noise:

@@ -12,11 +12,6 @@ from party_label.defenses.mechanisms import rr_with_prior
 class LabelDP(Defense):
     name = "label_dp"
 
-    def __init__(self, cfg, ctx) -> None:
-        super().__init__(cfg, ctx)
-        if cfg.epsilon is None:
-            raise ValueError("label_dp needs label_party.defense.epsilon")
-
     def train_labels(self, labels: torch.Tensor, train_ids: torch.Tensor) -> torch.Tensor:
         # The prior must not depend on any sample's own label: uniform over the public classes.
         prior = torch.full((self.ctx.num_classes,), 1.0 / self.ctx.num_classes)

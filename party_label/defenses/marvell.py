@@ -19,8 +19,6 @@ class Marvell(Defense):
         if ctx.num_classes != 2:
             raise ValueError(f"marvell protects binary tasks only; this run has {ctx.num_classes} classes "
                              "(use dp_sgd, label_dp or grad_compression)")
-        if cfg.scale is None:
-            raise ValueError("marvell needs label_party.defense.scale (the power-constraint scale s)")
         self._generator = torch.Generator().manual_seed(ctx.seed + 86028121)
         # Class statistics of the last batch that held the class, for batches that lack one.
         self._stats: dict[int, tuple[torch.Tensor, float]] = {}
