@@ -8,6 +8,7 @@ as three processes for the same seed and thread setting (tests/test_e2e.py).
 from __future__ import annotations
 
 import datetime
+import os
 import subprocess
 import sys
 import time
@@ -23,6 +24,14 @@ ATTACK_COLUMNS = ("distance.grad", "kmeans_seeded.grad", "kmeans_hungarian.grad"
 INFER_COLUMNS = ("distance", "kmeans_seeded", "train_centroids", "train_knn")
 SWEEPS = ("dp_sgd", "dp_sgd_top_only", "label_dp", "grad_compression", "marvell")
 LEAK_THRESHOLD = 0.99
+
+
+def _shown(override: str) -> str:
+    """Returns an override as a reader would type it from the repository root (paths made relative)."""
+    key, _, value = override.partition("=")
+    if value.startswith("/"):
+        value = os.path.relpath(value, REPO)
+    return f"{key}={value}"
 
 
 def _fmt(value) -> str:
@@ -73,8 +82,8 @@ def _no_defense_section(name: str, config_path: Path, overrides: list[str], root
             verdicts.append(f"- {name}, 1-layer top, best inference-phase attack >= test accuracy - 0.03: "
                             f"**{'yes' if best >= test - 0.03 else 'no'}** ({best:.3f} vs test accuracy {test:.3f})")
     header = ["top layers", "epoch"] + [k.replace(".", " / ") for k in ATTACK_COLUMNS]
-    text = (f"### {name}\n\nCommand of one run: `splitleak demo --config {config_path.relative_to(REPO)} "
-            f"{' '.join(overrides)} model.top_layers=N` (here in-process).\n\n"
+    shown = " ".join([str(config_path.relative_to(REPO)), *map(_shown, overrides), "model.top_layers=N"])
+    text = (f"### {name}\n\nCommand of one run: `splitleak demo --config {shown}` (here in-process).\n\n"
             f"Training-phase attacks, accuracy per epoch (one known sample per class):\n\n{_table(header, rows)}\n\n"
             f"Inference-phase attacks at the last epoch, and how soon the gradient distance attack reached "
             f"0.95 on a batch:\n\n"

@@ -79,6 +79,13 @@ def plot_sweep(rows: list[dict], path: Path, *, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def weakest_first(row):
+        if row["strength"] is None:
+            return float("-inf")
+        # A smaller epsilon is a stronger defense; a larger fraction or scale is.
+        return -row["strength"] if STRENGTH_KEY[row["defense"]] == "epsilon" else row["strength"]
+
+    rows = sorted(rows, key=weakest_first)
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for key in PLOTTED:
         points = [(r["test_accuracy"], r[key]) for r in rows
@@ -100,7 +107,7 @@ def plot_sweep(rows: list[dict], path: Path, *, title: str) -> None:
     ax.set_xlabel("task test accuracy")
     ax.set_ylabel("attack accuracy (last epoch; inference pass)")
     ax.set_ylim(0, 1.1)
-    ax.set_title(f"{title} (numbers on top: defense strength)")
+    ax.set_title(f"{title}\n(lines run from no defense to the strongest; numbers on top: strength)")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
