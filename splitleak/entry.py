@@ -13,7 +13,7 @@ from pathlib import Path
 
 from splitleak.config import ConfigError, RunConfig, apply_threads, load_config
 
-__all__ = ["announce_ready", "parse_process_args", "serve_until_done", "stop_event"]
+__all__ = ["announce_ready", "exit_on_data_error", "parse_process_args", "serve_until_done", "stop_event"]
 
 
 def parse_process_args(prog: str, description: str, argv: list[str] | None) -> tuple[RunConfig, argparse.Namespace]:
@@ -66,3 +66,14 @@ def serve_until_done(stop: threading.Event, finished: threading.Event, *, exit_a
         if exit_after_finish and finished.is_set():
             logging.getLogger(prog).info("run finished; exiting")
             return
+
+
+def exit_on_data_error(prog: str, build):
+    """Returns build(); a dataset that cannot be loaded ends the process with its message and exit code 2."""
+    from splitleak.data import DataError
+
+    try:
+        return build()
+    except DataError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

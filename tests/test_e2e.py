@@ -61,6 +61,8 @@ def test_demo_bad_config_is_reported_not_started(tmp_path):
     done = _splitleak("demo", "--run-dir", str(tmp_path / "x"), "train.epochs=0", "data.name=nope")
     assert done.returncode == 2
     assert "train.epochs" in done.stderr and "unknown dataset 'nope'" in done.stderr
+    missing = _splitleak("demo", "--run-dir", str(tmp_path / "y"), "--dataset", "mnist", "data.path=null")
+    assert missing.returncode == 2 and "data.path must name the directory" in missing.stderr
 
 
 @needs_mnist
