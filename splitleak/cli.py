@@ -116,14 +116,10 @@ def _attack(args) -> int:
 
 
 def _known_labels(args) -> int:
-    from splitleak.data import draw_known_samples, load_dataset, split_ids, write_known_samples
+    from splitleak.runner import draw_known_labels
 
-    config = load_config(args.config, args.overrides)
-    labels = load_dataset(config.data, config.run.seed).labels()
-    split = split_ids(len(labels), test_fraction=config.data.test_fraction, seed=config.run.seed)
-    known = draw_known_samples(labels, split.train_ids, per_class=config.adversary.known_per_class, seed=config.run.seed)
-    write_known_samples(args.out, known)
-    print(f"wrote {len(known)} known samples to {args.out}")
+    count = draw_known_labels(load_config(args.config, args.overrides), args.out)
+    print(f"wrote {count} known samples to {args.out}")
     return 0
 
 

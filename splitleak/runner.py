@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DemoError",
+    "draw_known_labels",
     "prepare_run_dir",
     "run_demo",
     "run_in_process",
@@ -43,22 +44,25 @@ class _Process:
     info: dict = field(default_factory=dict)
 
 
-def prepare_run_dir(config: RunConfig) -> RunConfig:
-    """Returns the run's config with the attacker's known samples drawn into the run dir.
+def draw_known_labels(config: RunConfig, path: Path) -> int:
+    """Writes the attacker's known samples (adversary.known_per_class per class, drawn from the training
+    split by run.seed) to path; returns how many. Drawing reads the labels: it is the experimenter's step."""
+    labels = load_dataset(config.data, config.run.seed).labels()
+    split = split_ids(len(labels), test_fraction=config.data.test_fraction, seed=config.run.seed)
+    known = draw_known_samples(labels, split.train_ids, per_class=config.adversary.known_per_class,
+                               seed=config.run.seed)
+    write_known_samples(path, known)
+    return len(known)
 
-    Drawing uses the labels: it is the experimenter's step, done here, and the
-    resulting file goes to the adversary only.
-    """
+
+def prepare_run_dir(config: RunConfig) -> RunConfig:
+    """Returns the run's config with the attacker's known samples drawn into the run dir (for the adversary only)."""
     run_dir = Path(config.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     adv = config.adversary
     if adv.mode != "off":
-        dataset = load_dataset(config.data, config.run.seed)
-        labels = dataset.labels()
-        split = split_ids(len(labels), test_fraction=config.data.test_fraction, seed=config.run.seed)
-        known = draw_known_samples(labels, split.train_ids, per_class=adv.known_per_class, seed=config.run.seed)
         known_path = run_dir / "known_labels.csv"
-        write_known_samples(known_path, known)
+        draw_known_labels(config, known_path)
         config = config.model_copy(update={"adversary": adv.model_copy(update={"known_labels": known_path})})
     return config
 

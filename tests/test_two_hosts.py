@@ -12,7 +12,7 @@ import pytest
 
 from conftest import small_config
 from splitleak.config import dump_config
-from splitleak.data import draw_known_samples, load_dataset, split_ids, write_known_samples
+from splitleak.runner import draw_known_labels
 
 pytestmark = pytest.mark.slow
 
@@ -61,9 +61,7 @@ def test_parties_on_two_hosts(tmp_path, two_hosts):
     config = small_config(tmp_path, train={"epochs": 2, "batch_size": 64, "optimizer": "adam", "lr": 0.003},
                           adversary={"mode": "proxy", "ground_truth": "dataset"})
     run_dir = tmp_path / "run"
-    labels = load_dataset(config.data, 0).labels()
-    known = draw_known_samples(labels, split_ids(len(labels), test_fraction=0.2, seed=0).train_ids, per_class=1, seed=0)
-    write_known_samples(run_dir / "known_labels.csv", known)
+    draw_known_labels(config, run_dir / "known_labels.csv")
     config_path = tmp_path / "run.yaml"
     config_path.write_text(dump_config(config))
     common = ["--config", str(config_path)]
