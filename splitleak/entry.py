@@ -28,9 +28,11 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
     except ConfigError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    # force: importing Opacus (through the defense registry) installs a root handler of its own.
     logging.basicConfig(
         level=config.run.log_level,
         format=f"%(asctime)s {prog}[%(process)d] %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     apply_threads(config)
     logging.getLogger(prog).info("pid %d, run %s, config %s", os.getpid(), config.run.id, args.config or "demo")
