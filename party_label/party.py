@@ -81,6 +81,11 @@ class LabelParty:
         self._steps_applied = 0
         self.finished = threading.Event()
 
+    @property
+    def steps_applied(self) -> int:
+        """Returns how many training steps have been applied (replays not counted)."""
+        return self._steps_applied
+
     # -- handshake -----------------------------------------------------------------
 
     def hello(self, *, protocol_version: int, run_id: str, cut_dim: int, num_classes: int,
