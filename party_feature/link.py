@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import grpc
 
 from splitleak.transport import auth_metadata, call_with_retry, create_channel
 from splitleak.v1 import splitleak_pb2 as pb

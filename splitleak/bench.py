@@ -6,7 +6,7 @@ docs/benchmarks.md, with the command that produced it.
 
 from __future__ import annotations
 
-import json
+import os
 import platform
 import re
 import statistics
@@ -25,8 +25,6 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def _machine() -> str:
-    import os
-
     return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}"
 
 
@@ -70,6 +68,7 @@ def _grpc_form(config, *, proxy: bool, attacks: bool) -> float:
 
 def bench_transport(config_path: Path | None, overrides: list[str], run_root: Path) -> list[dict]:
     """Returns one row per form: in-process, gRPC direct, gRPC through the proxy (attacks off, then on)."""
+    from splitleak.data import load_dataset, split_ids
     from splitleak.runner import run_in_process
 
     base = load_config(config_path, overrides + ["feature_party.progress=false", "run.log_level=WARNING"])
@@ -88,8 +87,6 @@ def bench_transport(config_path: Path | None, overrides: list[str], run_root: Pa
             seconds = run_in_process(off)["timing"]["train_seconds"]
         else:
             seconds = _grpc_form(config, **grpc_args)
-        from splitleak.data import load_dataset, split_ids
-
         n = len(split_ids(len(load_dataset(config.data, config.run.seed).labels()),
                           test_fraction=config.data.test_fraction, seed=config.run.seed).train_ids)
         steps = -(-n // config.train.batch_size) * config.train.epochs

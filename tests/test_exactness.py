@@ -1,6 +1,5 @@
 """For a fixed seed, N steps over gRPC give the same weights as the same N steps in one process."""
 
-import copy
 
 import torch
 import torch.nn.functional as F

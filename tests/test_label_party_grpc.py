@@ -1,7 +1,6 @@
 """The label party over real gRPC (server on port 0): statuses for bad input, idempotency, health, reflection, auth."""
 
 import grpc
-import numpy as np
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc

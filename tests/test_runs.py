@@ -1,6 +1,5 @@
 """Whole runs in one process (the same tap, engine and scorer as the proxy): scoring and replay."""
 
-import json
 
 import numpy as np
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from adversary.attacks.base import ATTACKS, Attack, AttackContext, Prediction, Reference
+from adversary.attacks.base import ATTACKS, Attack, Prediction, Reference
 from adversary.attacks.similarity import distances, kmeans, kmeans_plus_plus, normalise
 
 __all__ = ["DistanceAttack", "KMeansHungarianAttack", "KMeansSeededAttack", "PrototypeAttack", "TrainCentroidsAttack", "TrainKnnAttack"]
