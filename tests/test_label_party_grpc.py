@@ -169,3 +169,18 @@ def test_retry_helper_retries_unavailable_only():
     with pytest.raises(grpc.RpcError):
         call_with_retry(refused, retries=5, what="t", base_delay_s=0.001)
     assert len(calls) == 1
+
+
+def test_infer_returns_predictions_when_the_policy_allows(tmp_path, label_server):
+    config = small_config(tmp_path, label_party={"return_predictions": True})
+    server = label_server(config)
+    config = config.model_copy(update={"feature_party": config.feature_party.model_copy(
+        update={"label_party_address": f"127.0.0.1:{server.port}"})})
+    feature = build_feature_party(config)
+    link = GrpcLink(config)
+    assert feature.hello(link).returns_predictions
+    ids = feature.split.test_ids[:8]
+    reply = link.infer(pb.InferRequest(run_id="t", request_id="r", sample_ids=list(map(int, ids)),
+                                       smashed=tensor_to_proto(feature.embed(ids))))
+    assert reply.count == 8 and len(reply.predictions) == 8 and set(reply.predictions) <= set(range(10))
+    link.close()
