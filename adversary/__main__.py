@@ -16,8 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = stop_event()
     running = serve_proxy(config, exit_on_data_error("adversary", lambda: build_tap(config)))
     announce_ready(args.ready_file, role="adversary", port=running.port)
-    serve_until_done(stop, running.tap.finished, exit_after_finish=config.adversary.exit_after_finish,
-                     prog="adversary")
+    serve_until_done(stop, running.tap.finished, exit_after_finish=config.adversary.exit_after_finish, prog="adversary")
     running.stop(grace_s=5.0)
     log.info("attack log: %s", running.tap.log.path)
     return 0

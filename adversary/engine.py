@@ -24,8 +24,16 @@ MEASURES = {"grad": "cosine", "smashed": "euclidean", "none": "euclidean"}
 
 
 class AttackEngine:
-    def __init__(self, attack_cfg, *, known_ids: np.ndarray, known_labels: np.ndarray, num_classes: int,
-                 device: str = "cpu", seed: int = 0) -> None:
+    def __init__(
+        self,
+        attack_cfg,
+        *,
+        known_ids: np.ndarray,
+        known_labels: np.ndarray,
+        num_classes: int,
+        device: str = "cpu",
+        seed: int = 0,
+    ) -> None:
         self.cfg = attack_cfg
         self.num_classes = num_classes
         self.device = torch.device(device)
@@ -46,8 +54,17 @@ class AttackEngine:
         labels = torch.tensor([self.known_label_of[int(ids[r])] for r in rows])
         return Reference(vectors[rows], labels, source)
 
-    def _run(self, names: list[str], data: str, phase: str, ids: np.ndarray, vectors: torch.Tensor,
-             references: dict[str, Reference | None], round_seed: int, with_baselines: bool) -> list[AttackResult]:
+    def _run(
+        self,
+        names: list[str],
+        data: str,
+        phase: str,
+        ids: np.ndarray,
+        vectors: torch.Tensor,
+        references: dict[str, Reference | None],
+        round_seed: int,
+        with_baselines: bool,
+    ) -> list[AttackResult]:
         """Returns the results of the named attacks that apply to this data kind and task."""
         references = {**references, "none": Reference(vectors[:0], torch.empty(0, dtype=torch.long), "none")}
         reduced: dict[str, tuple[torch.Tensor, Reference]] = {}
@@ -63,24 +80,42 @@ class AttackEngine:
             ref_kind = "none" if guess else attack.reference_kind
             reference = references.get(ref_kind)
             if reference is None:
-                results.append(AttackResult(name, kind, phase, ids, np.full(len(ids), -1), 0.0,
-                                            note=f"no {ref_kind} reference yet"))
+                results.append(
+                    AttackResult(
+                        name, kind, phase, ids, np.full(len(ids), -1), 0.0, note=f"no {ref_kind} reference yet"
+                    )
+                )
                 continue
             start = time.perf_counter()
             if ref_kind not in reduced:
-                x, (ref_vectors,) = reduce_dim(vectors.to(self.device), [reference.vectors.to(self.device)],
-                                               above=self.cfg.pca_above, dim=self.cfg.pca_dim)
+                x, (ref_vectors,) = reduce_dim(
+                    vectors.to(self.device),
+                    [reference.vectors.to(self.device)],
+                    above=self.cfg.pca_above,
+                    dim=self.cfg.pca_dim,
+                )
                 reduced[ref_kind] = x, Reference(ref_vectors, reference.labels.to(self.device), reference.source)
             x, ref = reduced[ref_kind]
-            ctx = AttackContext(num_classes=self.num_classes, measure=MEASURES[kind],
-                                kmeans_iters=self.cfg.kmeans_iters, kmeans_restarts=self.cfg.kmeans_restarts,
-                                seed=self.seed * 100003 + round_seed)
+            ctx = AttackContext(
+                num_classes=self.num_classes,
+                measure=MEASURES[kind],
+                kmeans_iters=self.cfg.kmeans_iters,
+                kmeans_restarts=self.cfg.kmeans_restarts,
+                seed=self.seed * 100003 + round_seed,
+            )
             prediction = attack.predict(x, ref, ctx)
-            results.append(AttackResult(
-                name, kind, phase, ids, prediction.labels.cpu().numpy().astype(np.int64), time.perf_counter() - start,
-                scores=None if prediction.scores is None else prediction.scores.cpu().numpy(),
-                reference=None if guess else ref.source,
-            ))
+            results.append(
+                AttackResult(
+                    name,
+                    kind,
+                    phase,
+                    ids,
+                    prediction.labels.cpu().numpy().astype(np.int64),
+                    time.perf_counter() - start,
+                    scores=None if prediction.scores is None else prediction.scores.cpu().numpy(),
+                    reference=None if guess else ref.source,
+                )
+            )
         return results
 
     # -- training --------------------------------------------------------------------
@@ -96,11 +131,21 @@ class AttackEngine:
             reference = None
             if latest:
                 known = sorted(latest)
-                reference = Reference(torch.stack([latest[i] for i in known]),
-                                      torch.tensor([self.known_label_of[i] for i in known]),
-                                      f"latest vectors of {len(known)} known samples")
-            results += self._run(self.cfg.per_round, data, "train", ids, vectors, {"known": reference},
-                                 round_seed=int(ids[0]), with_baselines=data == "grad")
+                reference = Reference(
+                    torch.stack([latest[i] for i in known]),
+                    torch.tensor([self.known_label_of[i] for i in known]),
+                    f"latest vectors of {len(known)} known samples",
+                )
+            results += self._run(
+                self.cfg.per_round,
+                data,
+                "train",
+                ids,
+                vectors,
+                {"known": reference},
+                round_seed=int(ids[0]),
+                with_baselines=data == "grad",
+            )
         return results
 
     def train_epoch(self, epoch: int, ids: np.ndarray, smashed: torch.Tensor, grad: torch.Tensor) -> list[AttackResult]:
@@ -108,14 +153,26 @@ class AttackEngine:
         results = []
         for data, vectors in (("grad", grad), ("smashed", smashed)):
             reference = self._known_in(ids, vectors, f"epoch {epoch} vectors of the known samples")
-            results += self._run(self.cfg.per_epoch, data, "train", ids, vectors, {"known": reference},
-                                 round_seed=epoch, with_baselines=data == "grad")
+            results += self._run(
+                self.cfg.per_epoch,
+                data,
+                "train",
+                ids,
+                vectors,
+                {"known": reference},
+                round_seed=epoch,
+                with_baselines=data == "grad",
+            )
         self._last_epoch_known_smashed = self._known_in(
-            ids, smashed, f"smashed data of the known samples in training epoch {epoch}")
+            ids, smashed, f"smashed data of the known samples in training epoch {epoch}"
+        )
         labeller = next((r for r in results if f"{r.attack}.{r.data}" == self.cfg.labeller and r.note is None), None)
         if labeller is not None:
-            self._train_labelled = Reference(smashed, torch.as_tensor(labeller.predictions),
-                                             f"epoch {epoch} training smashed data labelled by {self.cfg.labeller}")
+            self._train_labelled = Reference(
+                smashed,
+                torch.as_tensor(labeller.predictions),
+                f"epoch {epoch} training smashed data labelled by {self.cfg.labeller}",
+            )
         return results
 
     # -- inference -------------------------------------------------------------------
@@ -123,8 +180,9 @@ class AttackEngine:
     def _inference_reference(self, side_channel) -> Reference | None:
         if side_channel is not None:
             ids, smashed = side_channel
-            reference = self._known_in(np.asarray(ids), smashed,
-                                       "known samples embedded in eval mode by the feature party (side channel)")
+            reference = self._known_in(
+                np.asarray(ids), smashed, "known samples embedded in eval mode by the feature party (side channel)"
+            )
             if reference is not None:
                 return reference
         return self._last_epoch_known_smashed
@@ -132,11 +190,20 @@ class AttackEngine:
     def infer_round(self, ids: np.ndarray, smashed: torch.Tensor) -> list[AttackResult]:
         """Returns the per-round inference attacks (known samples from the last training epoch)."""
         references = {"known": self._last_epoch_known_smashed, "train_labelled": self._train_labelled}
-        return self._run(self.cfg.per_round, "smashed", "infer", ids, smashed, references,
-                         round_seed=int(ids[0]), with_baselines=True)
+        return self._run(
+            self.cfg.per_round,
+            "smashed",
+            "infer",
+            ids,
+            smashed,
+            references,
+            round_seed=int(ids[0]),
+            with_baselines=True,
+        )
 
     def infer_end(self, ids: np.ndarray, smashed: torch.Tensor, *, side_channel=None) -> list[AttackResult]:
         """Returns the inference-phase attacks on the whole inference pass."""
         references = {"known": self._inference_reference(side_channel), "train_labelled": self._train_labelled}
-        return self._run(self.cfg.inference, "smashed", "infer", ids, smashed, references,
-                         round_seed=0, with_baselines=True)
+        return self._run(
+            self.cfg.inference, "smashed", "infer", ids, smashed, references, round_seed=0, with_baselines=True
+        )

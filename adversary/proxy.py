@@ -39,8 +39,13 @@ class _Forwarder:
             try:
                 reply = upstream(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as err:
-                self._tap.observe(name, request, None, latency_s=time.perf_counter() - start,
-                                  error=f"{err.code().name}: {err.details()}")
+                self._tap.observe(
+                    name,
+                    request,
+                    None,
+                    latency_s=time.perf_counter() - start,
+                    error=f"{err.code().name}: {err.details()}",
+                )
                 context.abort(err.code(), err.details() or "upstream error")
             self._tap.observe(name, request, reply, latency_s=time.perf_counter() - start)
             return reply
@@ -68,8 +73,9 @@ def serve_proxy(config, tap: Tap) -> RunningProxy:
     forwarder = _Forwarder(channel, tap, config.feature_party.deadline_s)
     # The proxy checks no token itself: it forwards the caller's, and the label party decides.
     server = create_server(config.transport.model_copy(update={"token": None}))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        SERVICE_NAME, {name: forwarder.handler(name) for name in MESSAGES}),))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, {name: forwarder.handler(name) for name in MESSAGES}),)
+    )
     add_health_and_reflection(server, [SERVICE_NAME])
     port = bind_server(server, adv.host, adv.port, config.transport)
     server.start()

@@ -41,17 +41,28 @@ def replay_run(run_dir: Path, *, score: bool = True) -> list[dict]:
     if not epochs:
         raise FileNotFoundError(f"no captured tensors in {tensors}: run with adversary.capture=true")
     known_ids, known_labels = read_known_samples(config.adversary.known_labels)
-    engine = AttackEngine(config.adversary.attacks, known_ids=known_ids, known_labels=known_labels,
-                          num_classes=load_dataset(config.data, config.run.seed).num_classes,
-                          device=config.adversary.device, seed=config.run.seed)
+    engine = AttackEngine(
+        config.adversary.attacks,
+        known_ids=known_ids,
+        known_labels=known_labels,
+        num_classes=load_dataset(config.data, config.run.seed).num_classes,
+        device=config.adversary.device,
+        seed=config.run.seed,
+    )
     scorer = Scorer.from_config(config) if score and config.adversary.ground_truth else None
     rows = []
 
     def add(results, epoch, live_path):
         matches = _compare(results, live_path)
         for r in results:
-            row = {"attack": r.attack, "data": r.data, "phase": r.phase, "epoch": epoch, "n": len(r.sample_ids),
-                   "matches_live": matches}
+            row = {
+                "attack": r.attack,
+                "data": r.data,
+                "phase": r.phase,
+                "epoch": epoch,
+                "n": len(r.sample_ids),
+                "matches_live": matches,
+            }
             if scorer is not None:
                 row["accuracy"] = scorer.score(r.sample_ids, r.predictions, r.scores)["accuracy"]
             rows.append(row)
@@ -59,7 +70,9 @@ def replay_run(run_dir: Path, *, score: bool = True) -> list[dict]:
     for path in epochs:
         data = _load(path)
         epoch = int(path.stem.rsplit("-", 1)[1])
-        results = engine.train_epoch(epoch, data["ids"], torch.from_numpy(data["smashed"]), torch.from_numpy(data["grad"]))
+        results = engine.train_epoch(
+            epoch, data["ids"], torch.from_numpy(data["smashed"]), torch.from_numpy(data["grad"])
+        )
         add(results, epoch, run_dir / "predictions" / path.name)
     if (tensors / "infer.npz").exists():
         data = _load(tensors / "infer.npz")

@@ -47,7 +47,9 @@ class Scorer:
         result = {
             "accuracy": round(float((t == p).mean()), 6),
             "scored": int(have.sum()),
-            "recall": {str(c): round(float((p[t == c] == c).mean()), 6) for c in range(self.num_classes) if (t == c).any()},
+            "recall": {
+                str(c): round(float((p[t == c] == c).mean()), 6) for c in range(self.num_classes) if (t == c).any()
+            },
         }
         if self.num_classes == 2 and scores is not None and len(np.unique(t)) == 2:
             result["auc"] = round(float(roc_auc_score(t, scores[have])), 6)

@@ -110,10 +110,20 @@ class Tap:
             start = time.perf_counter()
             self._queue.put(event)
             waited = time.perf_counter() - start
-            log.warning("adversary worker is behind: queue of %d full, the exchange waited %.1f ms",
-                        self._queue.maxsize, waited * 1000)
-            self.log.write({"type": "lag", "queue_size": self._queue.maxsize, "waited_ms": round(waited * 1000, 3),
-                            "method": method, "t": time.time()})
+            log.warning(
+                "adversary worker is behind: queue of %d full, the exchange waited %.1f ms",
+                self._queue.maxsize,
+                waited * 1000,
+            )
+            self.log.write(
+                {
+                    "type": "lag",
+                    "queue_size": self._queue.maxsize,
+                    "waited_ms": round(waited * 1000, 3),
+                    "method": method,
+                    "t": time.time(),
+                }
+            )
 
     def close(self, timeout_s: float | None = None) -> None:
         """Drains the queue, runs what is pending, writes summary.json and closes the log."""
@@ -137,8 +147,9 @@ class Tap:
                 self._handle(event)
             except Exception as err:  # the worker must outlive one bad record, and say so
                 log.exception("adversary could not process %s", event.method)
-                self.log.write({"type": "error", "method": event.method, "error": f"{type(err).__name__}: {err}",
-                                "t": time.time()})
+                self.log.write(
+                    {"type": "error", "method": event.method, "error": f"{type(err).__name__}: {err}", "t": time.time()}
+                )
         try:
             self._end_train_epoch()
             self._write_summary()
@@ -172,8 +183,13 @@ class Tap:
         handler(request, reply, base)
 
     def _on_hello(self, request: pb.HelloRequest, reply: pb.HelloReply, base: dict) -> None:
-        self._hello = {"run_id": request.run_id, "cut_dim": request.cut_dim, "num_classes": request.num_classes,
-                       "batch_size": request.batch_size, "defense": reply.defense}
+        self._hello = {
+            "run_id": request.run_id,
+            "cut_dim": request.cut_dim,
+            "num_classes": request.num_classes,
+            "batch_size": request.batch_size,
+            "defense": reply.defense,
+        }
         self.log.write({"type": "hello", **base, **self._hello})
 
     def _on_trainstep(self, request: pb.TrainStepRequest, reply: pb.TrainStepReply, base: dict) -> None:
@@ -184,9 +200,17 @@ class Tap:
             self._train = _Phase(epoch=request.epoch)
         key = (request.epoch, request.step)
         ids = np.asarray(request.sample_ids, dtype=np.int64)
-        record = {"type": "round", "phase": "train", "epoch": request.epoch, "step": request.step,
-                  "samples": len(ids), "loss": reply.loss, "replayed": reply.replayed, **base,
-                  "sample_ids": ids.tolist()}
+        record = {
+            "type": "round",
+            "phase": "train",
+            "epoch": request.epoch,
+            "step": request.step,
+            "samples": len(ids),
+            "loss": reply.loss,
+            "replayed": reply.replayed,
+            **base,
+            "sample_ids": ids.tolist(),
+        }
         if key in self._train.steps:  # a retried step: the label party replayed its reply
             record["duplicate"] = True
             self.log.write(record)
@@ -208,8 +232,14 @@ class Tap:
         if self._infer is None:
             self._infer = _Phase(epoch=-1)
         ids = np.asarray(request.sample_ids, dtype=np.int64)
-        record = {"type": "round", "phase": "infer", "request_id": request.request_id, "samples": len(ids), **base,
-                  "sample_ids": ids.tolist()}
+        record = {
+            "type": "round",
+            "phase": "infer",
+            "request_id": request.request_id,
+            "samples": len(ids),
+            **base,
+            "sample_ids": ids.tolist(),
+        }
         if request.request_id in self._infer.steps:
             record["duplicate"] = True
             self.log.write(record)
@@ -228,15 +258,25 @@ class Tap:
         self._end_train_epoch()
         self._end_inference()
         self._finish = {
-            "task": {"test_accuracy": reply.test_accuracy if reply.test_samples else None,
-                     "test_samples": reply.test_samples, "epochs": request.epochs,
-                     "final_train_loss": reply.final_train_loss, "failure": request.failure or None},
-            "defense": {"name": reply.defense,
-                        "epsilon": reply.epsilon if reply.HasField("epsilon") else None,
-                        "delta": reply.delta if reply.HasField("delta") else None,
-                        **dict(reply.defense_metrics)},
-            "timing": {"train_seconds": request.train_seconds, "rounds": request.train_rounds,
-                       "infer_seconds": request.infer_seconds, "infer_rounds": request.infer_rounds},
+            "task": {
+                "test_accuracy": reply.test_accuracy if reply.test_samples else None,
+                "test_samples": reply.test_samples,
+                "epochs": request.epochs,
+                "final_train_loss": reply.final_train_loss,
+                "failure": request.failure or None,
+            },
+            "defense": {
+                "name": reply.defense,
+                "epsilon": reply.epsilon if reply.HasField("epsilon") else None,
+                "delta": reply.delta if reply.HasField("delta") else None,
+                **dict(reply.defense_metrics),
+            },
+            "timing": {
+                "train_seconds": request.train_seconds,
+                "rounds": request.train_rounds,
+                "infer_seconds": request.infer_seconds,
+                "infer_rounds": request.infer_rounds,
+            },
         }
         self.log.write({"type": "finish", **base, **self._finish})
         self._write_summary()
@@ -249,8 +289,14 @@ class Tap:
         if phase is None or not phase.ids:
             return
         ids, smashed, grad = phase.sorted_arrays()
-        record = {"type": "epoch", "phase": "train", "epoch": phase.epoch, "samples": len(ids),
-                  "rounds": len(phase.steps), "t": time.time()}
+        record = {
+            "type": "epoch",
+            "phase": "train",
+            "epoch": phase.epoch,
+            "samples": len(ids),
+            "rounds": len(phase.steps),
+            "t": time.time(),
+        }
         if self.capture:
             path = self.run_dir / "tensors" / f"train-epoch-{phase.epoch:04d}.npz"
             _save_npz(path, ids=ids, smashed=smashed.numpy(), grad=grad.numpy())
@@ -266,8 +312,14 @@ class Tap:
         if phase is None or not phase.ids:
             return
         ids, smashed, _ = phase.sorted_arrays()
-        record = {"type": "epoch", "phase": "infer", "epoch": None, "samples": len(ids),
-                  "rounds": len(phase.steps), "t": time.time()}
+        record = {
+            "type": "epoch",
+            "phase": "infer",
+            "epoch": None,
+            "samples": len(ids),
+            "rounds": len(phase.steps),
+            "t": time.time(),
+        }
         if self.capture:
             path = self.run_dir / "tensors" / "infer.npz"
             _save_npz(path, ids=ids, smashed=smashed.numpy())
@@ -308,12 +360,17 @@ class Tap:
                 if key not in self._time_to_leak:
                     self._time_to_leak[key] = None
                 if self._time_to_leak[key] is None and entry["accuracy"] >= self.config.adversary.leak_threshold:
-                    self._time_to_leak[key] = {"round": record["round"], "epoch": record.get("epoch"),
-                                               "step": record.get("step"), "accuracy": entry["accuracy"]}
+                    self._time_to_leak[key] = {
+                        "round": record["round"],
+                        "epoch": record.get("epoch"),
+                        "step": record.get("step"),
+                        "accuracy": entry["accuracy"],
+                    }
             if keep:
-                self._results.append({k: entry.get(k) for k in
-                                      ("attack", "data", "phase", "accuracy", "n", "seconds", "reference")}
-                                     | {"epoch": record.get("epoch")})
+                self._results.append(
+                    {k: entry.get(k) for k in ("attack", "data", "phase", "accuracy", "n", "seconds", "reference")}
+                    | {"epoch": record.get("epoch")}
+                )
         return scored
 
     def _write_summary(self) -> None:
@@ -326,8 +383,12 @@ class Tap:
             "top_layers": self.config.model.top_layers,
             "complete": self._finish is not None,
             **(self._finish or {"task": None, "defense": None, "timing": None}),
-            "adversary": {"mode": self.config.adversary.mode, "rounds_observed": self._rounds,
-                          "scored": self.scorer is not None, "seconds": time.time() - self._started},
+            "adversary": {
+                "mode": self.config.adversary.mode,
+                "rounds_observed": self._rounds,
+                "scored": self.scorer is not None,
+                "seconds": time.time() - self._started,
+            },
             "attacks": self._results,
             "time_to_leak": {"threshold": self.config.adversary.leak_threshold, **self._time_to_leak},
         }
@@ -348,8 +409,14 @@ def build_tap(config) -> Tap:
     if adv.known_labels is not None:
         known_ids, known_labels = read_known_samples(adv.known_labels)
         num_classes = load_dataset(config.data, config.run.seed).num_classes
-        engine = AttackEngine(adv.attacks, known_ids=known_ids, known_labels=known_labels,
-                              num_classes=num_classes, device=adv.device, seed=config.run.seed)
+        engine = AttackEngine(
+            adv.attacks,
+            known_ids=known_ids,
+            known_labels=known_labels,
+            num_classes=num_classes,
+            device=adv.device,
+            seed=config.run.seed,
+        )
     else:
         log.warning("adversary.known_labels is not set: exchanges are logged, no attack runs")
     scorer = Scorer.from_config(config) if adv.ground_truth else None

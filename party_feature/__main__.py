@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     party = exit_on_data_error("party_feature", lambda: build_feature_party(config))
     tap = build_tap(config) if config.adversary.mode == "interceptor" else None
     link = GrpcLink(config, interceptors=[TapInterceptor(tap)] if tap else ())
-    known = config.adversary.known_labels if config.feature_party.embed_known and config.adversary.mode != "off" else None
+    known = (
+        config.adversary.known_labels if config.feature_party.embed_known and config.adversary.mode != "off" else None
+    )
     try:
         report = party.run(link, known_samples=known, side_channel=run_dir / SIDE_CHANNEL)
     except grpc.RpcError as err:
@@ -42,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if report.failure:
         print(f"party_feature: training stopped: {report.failure}", file=sys.stderr)
     else:
-        print(f"test accuracy {report.finish.test_accuracy:.4f} on {report.finish.test_samples} samples; "
-              f"trained {report.train_rounds} rounds in {report.train_seconds:.1f}s")
+        print(
+            f"test accuracy {report.finish.test_accuracy:.4f} on {report.finish.test_samples} samples; "
+            f"trained {report.train_rounds} rounds in {report.train_seconds:.1f}s"
+        )
     return 0
 
 

@@ -70,32 +70,46 @@ class FeatureParty:
             return torch.cat([self.bottom(x.to(self.device)).cpu() for _, x in self.batches(ids, shuffle_seed=None)])
 
     def hello(self, link) -> pb.HelloReply:
-        return link.hello(pb.HelloRequest(
-            protocol_version=PROTOCOL_VERSION,
-            run_id=self.run_id,
-            cut_dim=self.config.model.cut_dim,
-            num_classes=self.num_classes,
-            batch_size=self.config.train.batch_size,
-            config_digest=config_digest(self.config),
-        ))
+        return link.hello(
+            pb.HelloRequest(
+                protocol_version=PROTOCOL_VERSION,
+                run_id=self.run_id,
+                cut_dim=self.config.model.cut_dim,
+                num_classes=self.num_classes,
+                batch_size=self.config.train.batch_size,
+                config_digest=config_digest(self.config),
+            )
+        )
 
     def train_epoch(self, link, epoch: int, on_step=None) -> list[float]:
         """Runs one epoch over the training split; returns the per-step losses."""
         losses = []
         self.bottom.train()
-        for step, (ids, x) in enumerate(self.batches(self.split.train_ids, shuffle_seed=self.config.run.seed * 1000 + epoch)):
+        for step, (ids, x) in enumerate(
+            self.batches(self.split.train_ids, shuffle_seed=self.config.run.seed * 1000 + epoch)
+        ):
             self.optimizer.zero_grad()
             smashed = self.bottom(x.to(self.device))
             if not torch.isfinite(smashed).all():
-                raise TrainingDiverged(f"the bottom model diverged at epoch {epoch}, step {step}: its smashed data "
-                                       "are not finite (lower train.lr, or the defense's noise)")
-            reply = link.train_step(pb.TrainStepRequest(
-                run_id=self.run_id, epoch=epoch, step=step, sample_ids=ids.tolist(),
-                smashed=tensor_to_proto(smashed, self.wire_dtype),
-            ))
+                raise TrainingDiverged(
+                    f"the bottom model diverged at epoch {epoch}, step {step}: its smashed data "
+                    "are not finite (lower train.lr, or the defense's noise)"
+                )
+            reply = link.train_step(
+                pb.TrainStepRequest(
+                    run_id=self.run_id,
+                    epoch=epoch,
+                    step=step,
+                    sample_ids=ids.tolist(),
+                    smashed=tensor_to_proto(smashed, self.wire_dtype),
+                )
+            )
             cut_grad = tensor_from_proto(reply.cut_grad, what="cut_grad").to(self.device, smashed.dtype)
             if cut_grad.shape != smashed.shape:
-                raise RuntimeError(f"label party returned a gradient of shape {list(cut_grad.shape)} for smashed data of shape {list(smashed.shape)}")
+                raise RuntimeError(
+                    f"label party returned a gradient of shape {list(cut_grad.shape)} "
+                    f"for smashed data of shape {list(smashed.shape)}"
+                )
             smashed.backward(cut_grad)
             self.optimizer.step()
             losses.append(reply.loss)
@@ -110,10 +124,14 @@ class FeatureParty:
         with torch.no_grad():
             for i, (ids, x) in enumerate(self.batches(self.split.test_ids, shuffle_seed=None)):
                 smashed = self.bottom(x.to(self.device))
-                link.infer(pb.InferRequest(
-                    run_id=self.run_id, request_id=f"{self.run_id}-infer-{i:06d}", sample_ids=ids.tolist(),
-                    smashed=tensor_to_proto(smashed, self.wire_dtype),
-                ))
+                link.infer(
+                    pb.InferRequest(
+                        run_id=self.run_id,
+                        request_id=f"{self.run_id}-infer-{i:06d}",
+                        sample_ids=ids.tolist(),
+                        smashed=tensor_to_proto(smashed, self.wire_dtype),
+                    )
+                )
                 rounds += 1
                 if on_step:
                     on_step()
@@ -160,11 +178,17 @@ class FeatureParty:
                 start = time.perf_counter()
                 report.infer_rounds = self.infer_pass(link, on_step=lambda: progress.advance(task))
                 report.infer_seconds = time.perf_counter() - start
-        report.finish = link.finish(pb.FinishRequest(
-            run_id=self.run_id, train_seconds=report.train_seconds, train_rounds=report.train_rounds,
-            infer_seconds=report.infer_seconds, infer_rounds=report.infer_rounds, epochs=report.epochs,
-            failure=report.failure,
-        ))
+        report.finish = link.finish(
+            pb.FinishRequest(
+                run_id=self.run_id,
+                train_seconds=report.train_seconds,
+                train_rounds=report.train_rounds,
+                infer_seconds=report.infer_seconds,
+                infer_rounds=report.infer_rounds,
+                epochs=report.epochs,
+                failure=report.failure,
+            )
+        )
         return report
 
 
@@ -177,8 +201,14 @@ def write_side_channel(path: Path, ids: np.ndarray, smashed: torch.Tensor) -> No
 
 
 def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=not enabled, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=False,
+    )
 
 
 def build_feature_party(config) -> FeatureParty:

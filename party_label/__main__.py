@@ -15,8 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = stop_event()
     running = serve(config, party=exit_on_data_error("party_label", lambda: build_label_party(config)))
     announce_ready(args.ready_file, role="label_party", port=running.port)
-    serve_until_done(stop, running.party.finished, exit_after_finish=config.label_party.exit_after_finish,
-                     prog="party_label")
+    serve_until_done(
+        stop, running.party.finished, exit_after_finish=config.label_party.exit_after_finish, prog="party_label"
+    )
     running.stop(grace_s=5.0)
     checkpoint = Path(config.run.dir) / "label_party" / "top.pt"
     checkpoint.parent.mkdir(parents=True, exist_ok=True)

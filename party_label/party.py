@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 __all__ = ["LabelParty", "StepResult"]
 
 
-
 @dataclass(frozen=True)
 class StepResult:
     cut_grad: torch.Tensor
@@ -88,22 +87,28 @@ class LabelParty:
 
     # -- handshake -----------------------------------------------------------------
 
-    def hello(self, *, protocol_version: int, run_id: str, cut_dim: int, num_classes: int,
-              batch_size: int, config_digest: str) -> tuple[int, int]:
+    def hello(
+        self, *, protocol_version: int, run_id: str, cut_dim: int, num_classes: int, batch_size: int, config_digest: str
+    ) -> tuple[int, int]:
         """Returns the next (epoch, step) this party will apply; refuses a mismatched peer."""
         mine = self.config
         checks = [
-            (protocol_version == PROTOCOL_VERSION,
-             f"protocol version {protocol_version} is not supported; this label party speaks {PROTOCOL_VERSION}"),
+            (
+                protocol_version == PROTOCOL_VERSION,
+                f"protocol version {protocol_version} is not supported; this label party speaks {PROTOCOL_VERSION}",
+            ),
             (run_id == self.run_id, f"run id {run_id!r} does not match this label party's run {self.run_id!r}"),
             (cut_dim == mine.model.cut_dim, f"cut dimension {cut_dim} does not match the run's {mine.model.cut_dim}"),
-            (num_classes == self.num_classes,
-             f"{num_classes} classes does not match the run's {self.num_classes}"),
-            (batch_size == mine.train.batch_size,
-             f"batch size {batch_size} does not match the run's {mine.train.batch_size}"),
-            (config_digest == self.digest,
-             f"config digest {config_digest} does not match the label party's {self.digest}: "
-             "the data, model and train sections and run.seed must be identical on both parties"),
+            (num_classes == self.num_classes, f"{num_classes} classes does not match the run's {self.num_classes}"),
+            (
+                batch_size == mine.train.batch_size,
+                f"batch size {batch_size} does not match the run's {mine.train.batch_size}",
+            ),
+            (
+                config_digest == self.digest,
+                f"config digest {config_digest} does not match the label party's {self.digest}: "
+                "the data, model and train sections and run.seed must be identical on both parties",
+            ),
         ]
         problems = [msg for ok, msg in checks if not ok]
         if problems:
@@ -117,31 +122,49 @@ class LabelParty:
 
     def _check_run(self, run_id: str) -> None:
         if run_id != self.run_id:
-            raise ProtocolError("FAILED_PRECONDITION", f"run id {run_id!r} does not match this label party's run {self.run_id!r}")
+            raise ProtocolError(
+                "FAILED_PRECONDITION", f"run id {run_id!r} does not match this label party's run {self.run_id!r}"
+            )
         if not self._greeted:
             raise ProtocolError("FAILED_PRECONDITION", "call Hello before training or inference")
 
-    def _check_batch(self, sample_ids: np.ndarray, smashed: torch.Tensor, *, allowed: np.ndarray, split_name: str) -> None:
+    def _check_batch(
+        self, sample_ids: np.ndarray, smashed: torch.Tensor, *, allowed: np.ndarray, split_name: str
+    ) -> None:
         cut_dim = self.config.model.cut_dim
         if len(sample_ids) == 0:
             raise ProtocolError("INVALID_ARGUMENT", "the batch has no sample ids")
         if smashed.dim() != 2:
-            raise ProtocolError("INVALID_ARGUMENT", f"smashed tensor must be 2-D (batch, {cut_dim}), got shape {list(smashed.shape)}")
+            raise ProtocolError(
+                "INVALID_ARGUMENT", f"smashed tensor must be 2-D (batch, {cut_dim}), got shape {list(smashed.shape)}"
+            )
         if smashed.shape[1] != cut_dim:
-            raise ProtocolError("INVALID_ARGUMENT", f"smashed tensor has {smashed.shape[1]} columns, the run's cut dimension is {cut_dim}")
+            raise ProtocolError(
+                "INVALID_ARGUMENT",
+                f"smashed tensor has {smashed.shape[1]} columns, the run's cut dimension is {cut_dim}",
+            )
         if smashed.shape[0] != len(sample_ids):
-            raise ProtocolError("INVALID_ARGUMENT", f"smashed tensor has {smashed.shape[0]} rows for {len(sample_ids)} sample ids")
+            raise ProtocolError(
+                "INVALID_ARGUMENT", f"smashed tensor has {smashed.shape[0]} rows for {len(sample_ids)} sample ids"
+            )
         out_of_range = sample_ids[(sample_ids < 0) | (sample_ids >= len(allowed))]
         if len(out_of_range):
-            raise ProtocolError("INVALID_ARGUMENT", f"sample ids {out_of_range[:5].tolist()} are outside the dataset (0..{len(allowed) - 1})")
+            raise ProtocolError(
+                "INVALID_ARGUMENT",
+                f"sample ids {out_of_range[:5].tolist()} are outside the dataset (0..{len(allowed) - 1})",
+            )
         outside = sample_ids[~allowed[sample_ids]]
         if len(outside):
-            raise ProtocolError("INVALID_ARGUMENT", f"sample ids {outside[:5].tolist()} are not in the {split_name} split")
+            raise ProtocolError(
+                "INVALID_ARGUMENT", f"sample ids {outside[:5].tolist()} are not in the {split_name} split"
+            )
 
     # -- training ------------------------------------------------------------------
 
-    def train_step(self, *, run_id: str, epoch: int, step: int, sample_ids: np.ndarray, smashed: torch.Tensor) -> StepResult:
-        """Returns the cut-layer gradient and loss for one batch; a replayed (epoch, step) returns the recorded result."""
+    def train_step(
+        self, *, run_id: str, epoch: int, step: int, sample_ids: np.ndarray, smashed: torch.Tensor
+    ) -> StepResult:
+        """Returns the cut-layer gradient and loss of one batch; a replayed (epoch, step) gets the recorded one."""
         self._check_run(run_id)
         key = (epoch, step)
         with self._lock:
@@ -154,9 +177,13 @@ class LabelParty:
                 return StepResult(r.cut_grad, r.loss, replayed=True)
             nxt = self._next_step()
             if self._last_step is not None and key <= self._last_step:
-                raise ProtocolError("FAILED_PRECONDITION", f"step {key} was applied long ago and its reply is no longer held")
+                raise ProtocolError(
+                    "FAILED_PRECONDITION", f"step {key} was applied long ago and its reply is no longer held"
+                )
             if key not in (nxt, (nxt[0] + 1, 0)):
-                raise ProtocolError("FAILED_PRECONDITION", f"step {key} is ahead of the next expected step {nxt} (or {(nxt[0] + 1, 0)})")
+                raise ProtocolError(
+                    "FAILED_PRECONDITION", f"step {key} is ahead of the next expected step {nxt} (or {(nxt[0] + 1, 0)})"
+                )
             self._check_batch(sample_ids, smashed, allowed=self._is_train, split_name="training")
             result = self._apply(sample_ids, smashed)
             self._steps_applied += 1
@@ -206,7 +233,9 @@ class LabelParty:
         with self._lock:
             spent = self.defense.privacy_spent(steps=self._steps_applied)
             metrics = {
-                "test_accuracy": float(np.mean(list(self._test_correct.values()))) if self._test_correct else float("nan"),
+                "test_accuracy": float(np.mean(list(self._test_correct.values())))
+                if self._test_correct
+                else float("nan"),
                 "test_samples": len(self._test_correct),
                 "defense": self.defense.name,
                 "epsilon": spent[0] if spent else None,
@@ -217,4 +246,3 @@ class LabelParty:
         log.info("finished: %s", metrics)
         self.finished.set()
         return metrics
-

@@ -55,8 +55,9 @@ def _grpc_form(config, *, proxy: bool, attacks: bool) -> float:
     procs = []
     try:
         address = start_servers(config, write_run_config(config), procs)
-        config = config.model_copy(update={"feature_party": config.feature_party.model_copy(
-            update={"label_party_address": address})})
+        config = config.model_copy(
+            update={"feature_party": config.feature_party.model_copy(update={"label_party_address": address})}
+        )
         link = GrpcLink(config)
         report = build_feature_party(config).run(link)
         link.close()
@@ -87,11 +88,22 @@ def bench_transport(config_path: Path | None, overrides: list[str], run_root: Pa
             seconds = run_in_process(off)["timing"]["train_seconds"]
         else:
             seconds = _grpc_form(config, **grpc_args)
-        n = len(split_ids(len(load_dataset(config.data, config.run.seed).labels()),
-                          test_fraction=config.data.test_fraction, seed=config.run.seed).train_ids)
+        n = len(
+            split_ids(
+                len(load_dataset(config.data, config.run.seed).labels()),
+                test_fraction=config.data.test_fraction,
+                seed=config.run.seed,
+            ).train_ids
+        )
         steps = -(-n // config.train.batch_size) * config.train.epochs
-        rows.append({"form": label, "train_seconds": round(seconds, 2), "rounds_per_s": round(steps / seconds, 1),
-                     "samples_per_s": round(n * config.train.epochs / seconds, 1)})
+        rows.append(
+            {
+                "form": label,
+                "train_seconds": round(seconds, 2),
+                "rounds_per_s": round(steps / seconds, 1),
+                "samples_per_s": round(n * config.train.epochs / seconds, 1),
+            }
+        )
     return rows
 
 
@@ -113,13 +125,26 @@ def bench_attacks(run_dir: Path, repeats: int) -> list[dict]:
         cfg = config.adversary.attacks.model_copy(update={"per_epoch": [name]})
         times: dict[str, list[float]] = {}
         for _ in range(repeats):
-            engine = AttackEngine(cfg, known_ids=known_ids, known_labels=known_labels, num_classes=num_classes,
-                                  device=config.adversary.device, seed=config.run.seed)
+            engine = AttackEngine(
+                cfg,
+                known_ids=known_ids,
+                known_labels=known_labels,
+                num_classes=num_classes,
+                device=config.adversary.device,
+                seed=config.run.seed,
+            )
             for result in engine.train_epoch(0, ids, smashed, grad):
                 times.setdefault(result.data, []).append(result.seconds)
         for data, values in times.items():
-            rows.append({"attack": name, "data": data, "samples": len(ids), "dim": grad.shape[1],
-                         "median_ms": round(statistics.median(values) * 1000, 2)})
+            rows.append(
+                {
+                    "attack": name,
+                    "data": data,
+                    "samples": len(ids),
+                    "dim": grad.shape[1],
+                    "median_ms": round(statistics.median(values) * 1000, 2),
+                }
+            )
     return rows
 
 
@@ -133,12 +158,17 @@ def _table(rows: list[dict]) -> str:
 def _cmd_transport(args) -> int:
     start = time.time()
     rows = bench_transport(args.config, args.overrides, args.run_root)
-    command = "splitleak bench transport" + (f" --config {args.config}" if args.config else "") + \
-        "".join(f" {o}" for o in args.overrides)
-    body = (f"## Training throughput: in-process vs gRPC vs gRPC through the adversary\n\n"
-            f"Command: `{command}` (one run, {time.time() - start:.0f}s; machine: {_machine()})\n\n"
-            f"Config: {args.config or 'configs/demo.yaml'}; train seconds as the feature party measures them.\n\n"
-            + _table(rows))
+    command = (
+        "splitleak bench transport"
+        + (f" --config {args.config}" if args.config else "")
+        + "".join(f" {o}" for o in args.overrides)
+    )
+    body = (
+        f"## Training throughput: in-process vs gRPC vs gRPC through the adversary\n\n"
+        f"Command: `{command}` (one run, {time.time() - start:.0f}s; machine: {_machine()})\n\n"
+        f"Config: {args.config or 'configs/demo.yaml'}; train seconds as the feature party measures them.\n\n"
+        + _table(rows)
+    )
     print(body)
     if not args.no_doc:
         update_doc("transport" + (f"-{args.section}" if args.section else ""), body)
@@ -147,10 +177,12 @@ def _cmd_transport(args) -> int:
 
 def _cmd_attacks(args) -> int:
     rows = bench_attacks(args.run_dir, args.repeats)
-    body = (f"## Attack cost on one epoch\n\n"
-            f"Command: `splitleak bench attacks --run-dir {args.run_dir} --repeats {args.repeats}` "
-            f"(machine: {_machine()}); the run dir is a capture from "
-            f"`splitleak demo --config configs/mnist.yaml` (last epoch).\n\n" + _table(rows))
+    body = (
+        f"## Attack cost on one epoch\n\n"
+        f"Command: `splitleak bench attacks --run-dir {args.run_dir} --repeats {args.repeats}` "
+        f"(machine: {_machine()}); the run dir is a capture from "
+        f"`splitleak demo --config configs/mnist.yaml` (last epoch).\n\n" + _table(rows)
+    )
     print(body)
     if not args.no_doc:
         update_doc("attacks", body)

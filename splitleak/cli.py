@@ -51,9 +51,11 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
     if task.get("failure"):
         console.print(f"[bold red]training stopped[/]: {task['failure']}")
     accuracy = task.get("test_accuracy")
-    console.print(f"[bold]test accuracy[/] {'–' if accuracy is None else f'{accuracy:.4f}'} "
-                  f"({task.get('test_samples')} samples, {task.get('epochs')} epochs, "
-                  f"{summary['timing']['train_seconds']:.1f}s training)")
+    console.print(
+        f"[bold]test accuracy[/] {'–' if accuracy is None else f'{accuracy:.4f}'} "
+        f"({task.get('test_samples')} samples, {task.get('epochs')} epochs, "
+        f"{summary['timing']['train_seconds']:.1f}s training)"
+    )
     last = {}
     for row in summary.get("attacks", []):
         last[(row["attack"], row["data"], row["phase"])] = row
@@ -63,8 +65,15 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
             table.add_column(col)
         for row in last.values():
             acc = row.get("accuracy")
-            table.add_row(row["attack"], row["data"], row["phase"], str(row.get("epoch", "")),
-                          "unscored" if acc is None else f"{acc:.4f}", str(row["n"]))
+            epoch = "–" if row.get("epoch") is None else str(row["epoch"])
+            table.add_row(
+                row["attack"],
+                row["data"],
+                row["phase"],
+                epoch,
+                "unscored" if acc is None else f"{acc:.4f}",
+                str(row["n"]),
+            )
         console.print(table)
     console.print(f"results in {run_dir}/ : summary.json, attack_log.jsonl  (splitleak inspect {run_dir})")
 
@@ -109,8 +118,16 @@ def _attack(args) -> int:
             table.add_column(col)
         for r in rows:
             acc = r.get("accuracy")
-            table.add_row(r["attack"], r["data"], r["phase"], str(r["epoch"]),
-                          "unscored" if acc is None else f"{acc:.4f}", str(r["n"]), str(r["matches_live"]))
+            epoch = "–" if r["epoch"] is None else str(r["epoch"])
+            table.add_row(
+                r["attack"],
+                r["data"],
+                r["phase"],
+                epoch,
+                "unscored" if acc is None else f"{acc:.4f}",
+                str(r["n"]),
+                str(r["matches_live"]),
+            )
         wide_console().print(table)
     return 0 if all(r["matches_live"] is not False for r in rows) else 3
 

@@ -33,9 +33,7 @@ def tensor_to_proto(tensor: torch.Tensor, dtype: str = "float32") -> pb.Tensor:
 def tensor_from_proto(msg: pb.Tensor, *, what: str = "tensor") -> torch.Tensor:
     """Returns the float32 tensor in msg; raises ProtocolError(INVALID_ARGUMENT) if it is malformed."""
     if msg.dtype not in WIRE_DTYPES:
-        raise ProtocolError(
-            "INVALID_ARGUMENT", f"{what} has dtype {msg.dtype!r}; supported: {', '.join(WIRE_DTYPES)}"
-        )
+        raise ProtocolError("INVALID_ARGUMENT", f"{what} has dtype {msg.dtype!r}; supported: {', '.join(WIRE_DTYPES)}")
     if any(d < 0 for d in msg.shape):
         raise ProtocolError("INVALID_ARGUMENT", f"{what} has a negative dimension in shape {list(msg.shape)}")
     dtype = WIRE_DTYPES[msg.dtype]

@@ -124,7 +124,6 @@ class DefenseSection(_Section):
     # top model only, the paper's setting, whose epsilon then covers the top model only).
     cut_grad_noise: bool = True
 
-
     @model_validator(mode="after")
     def _strength_given(self) -> "DefenseSection":
         needs = {"dp_sgd": "epsilon", "label_dp": "epsilon", "grad_compression": "fraction", "marvell": "scale"}
@@ -165,8 +164,15 @@ class AttackSection(_Section):
     # Attacks that run after every round and at every epoch end (registry names).
     per_round: list[AttackName] = Field(default_factory=lambda: ["distance"])
     per_epoch: list[AttackName] = Field(
-        default_factory=lambda: ["distance", "prototype", "kmeans_seeded", "kmeans_hungarian",
-                                 "norm", "direction", "random"]
+        default_factory=lambda: [
+            "distance",
+            "prototype",
+            "kmeans_seeded",
+            "kmeans_hungarian",
+            "norm",
+            "direction",
+            "random",
+        ]
     )
     # At the end of the inference pass, on its smashed data.
     inference: list[AttackName] = Field(
@@ -243,8 +249,10 @@ class RunConfig(_Section):
 
             classes = load_dataset(self.data, self.run.seed).num_classes
             if classes != 2:
-                raise ValueError(f"label_party.defense.name: marvell protects binary tasks only; "
-                                 f"{self.data.name} has {classes} classes")
+                raise ValueError(
+                    f"label_party.defense.name: marvell protects binary tasks only; "
+                    f"{self.data.name} has {classes} classes"
+                )
         return self
 
 

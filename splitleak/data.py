@@ -245,7 +245,9 @@ def load_dataset(data_cfg, seed: int) -> Dataset:
     return DATASETS.get(data_cfg.name)(data_cfg, seed)
 
 
-def draw_known_samples(labels: np.ndarray, train_ids: np.ndarray, *, per_class: int, seed: int) -> list[tuple[int, int]]:
+def draw_known_samples(
+    labels: np.ndarray, train_ids: np.ndarray, *, per_class: int, seed: int
+) -> list[tuple[int, int]]:
     """Returns (sample_id, label) pairs: per_class training samples of each class, drawn by seed."""
     rng = np.random.default_rng(seed + 104729)
     known = []

@@ -87,10 +87,15 @@ def print_records(run_dir: Path, *, as_json: bool, epochs_only: bool = False, co
     if summary.exists():
         data = json.loads(summary.read_text())
         task = data.get("task") or {}
-        console.print(f"task test accuracy: {task.get('test_accuracy')}   time to leak (>= "
-                      f"{data['time_to_leak'].get('threshold')}): "
-                      + ", ".join(f"{k}: round {v['round']}" if v else f"{k}: never"
-                                  for k, v in data["time_to_leak"].items() if k != "threshold"))
+        console.print(
+            f"task test accuracy: {task.get('test_accuracy')}   time to leak (>= "
+            f"{data['time_to_leak'].get('threshold')}): "
+            + ", ".join(
+                f"{k}: round {v['round']}" if v else f"{k}: never"
+                for k, v in data["time_to_leak"].items()
+                if k != "threshold"
+            )
+        )
 
 
 def follow_records(run_dir: Path, *, poll_s: float = 0.5) -> Iterator[dict]:

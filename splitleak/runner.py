@@ -49,8 +49,9 @@ def draw_known_labels(config: RunConfig, path: Path) -> int:
     split by run.seed) to path; returns how many. Drawing reads the labels: it is the experimenter's step."""
     labels = load_dataset(config.data, config.run.seed).labels()
     split = split_ids(len(labels), test_fraction=config.data.test_fraction, seed=config.run.seed)
-    known = draw_known_samples(labels, split.train_ids, per_class=config.adversary.known_per_class,
-                               seed=config.run.seed)
+    known = draw_known_samples(
+        labels, split.train_ids, per_class=config.adversary.known_per_class, seed=config.run.seed
+    )
     write_known_samples(path, known)
     return len(known)
 
@@ -67,7 +68,9 @@ def prepare_run_dir(config: RunConfig) -> RunConfig:
     return config
 
 
-def _start(role: str, module: str, config_path: Path, run_dir: Path, overrides: list[str], *, capture_log: bool) -> _Process:
+def _start(
+    role: str, module: str, config_path: Path, run_dir: Path, overrides: list[str], *, capture_log: bool
+) -> _Process:
     ready = run_dir / "ready" / f"{role}.json"
     ready.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", module, "--config", str(config_path), "--ready-file", str(ready), *overrides]
@@ -112,24 +115,27 @@ def write_run_config(config: RunConfig) -> Path:
     """Writes the run's resolved config (loopback, OS-picked ports) to RUN_DIR/config.yaml; returns its path."""
     run_dir = Path(config.run.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = config.model_copy(update={
-        "label_party": config.label_party.model_copy(update={"host": "127.0.0.1", "port": 0}),
-        "adversary": config.adversary.model_copy(update={"host": "127.0.0.1", "port": 0}),
-    })
+    config = config.model_copy(
+        update={
+            "label_party": config.label_party.model_copy(update={"host": "127.0.0.1", "port": 0}),
+            "adversary": config.adversary.model_copy(update={"host": "127.0.0.1", "port": 0}),
+        }
+    )
     path = run_dir / "config.yaml"
     path.write_text(f"# Written by splitleak for run {config.run.id}\n" + dump_config(config))
     return path
 
 
 def start_servers(config: RunConfig, config_path: Path, procs: list[_Process]) -> str:
-    """Starts the label party (and the adversary proxy when adversary.mode is proxy); returns the address the feature party calls."""
+    """Starts the label party (and the proxy, in proxy mode); returns the address the feature party calls."""
     run_dir = Path(config.run.dir)
     label = _start("label_party", "party_label", config_path, run_dir, [], capture_log=True)
     procs.append(label)
     address = f"127.0.0.1:{_wait_ready(label, run_dir)}"
     if config.adversary.mode == "proxy":
-        adversary = _start("adversary", "adversary", config_path, run_dir,
-                           [f"adversary.upstream={address}"], capture_log=True)
+        adversary = _start(
+            "adversary", "adversary", config_path, run_dir, [f"adversary.upstream={address}"], capture_log=True
+        )
         procs.append(adversary)
         address = f"127.0.0.1:{_wait_ready(adversary, run_dir)}"
     return address
@@ -157,8 +163,14 @@ def run_demo(config: RunConfig) -> dict:
     procs: list[_Process] = []
     try:
         address = start_servers(config, config_path, procs)
-        feature = _start("feature_party", "party_feature", config_path, run_dir,
-                         [f"feature_party.label_party_address={address}"], capture_log=False)
+        feature = _start(
+            "feature_party",
+            "party_feature",
+            config_path,
+            run_dir,
+            [f"feature_party.label_party_address={address}"],
+            capture_log=False,
+        )
         procs.append(feature)
         pids = {p.role: p.popen.pid for p in procs}
         (run_dir / "processes.json").write_text(json.dumps(pids, indent=2) + "\n")
@@ -201,6 +213,8 @@ def run_in_process(config: RunConfig) -> dict:
         if tap is not None:
             tap.close()
     if tap is None:
-        return {"task": {"test_accuracy": report.finish.test_accuracy, "epochs": config.train.epochs},
-                "timing": {"train_seconds": report.train_seconds, "rounds": report.train_rounds}}
+        return {
+            "task": {"test_accuracy": report.finish.test_accuracy, "epochs": config.train.epochs},
+            "timing": {"train_seconds": report.train_seconds, "rounds": report.train_rounds},
+        }
     return json.loads((run_dir / "summary.json").read_text())

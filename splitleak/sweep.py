@@ -13,16 +13,24 @@ from splitleak.config import load_config
 __all__ = ["STRENGTH_KEY", "add_parser", "plot_sweep", "run_sweep"]
 
 # The config key that sets each defense's strength.
-STRENGTH_KEY = {"dp_sgd": "epsilon", "label_dp": "epsilon", "grad_compression": "fraction", "marvell": "scale",
-                "none": None}
+STRENGTH_KEY = {
+    "dp_sgd": "epsilon",
+    "label_dp": "epsilon",
+    "grad_compression": "fraction",
+    "marvell": "scale",
+    "none": None,
+}
 
 
 def _row(defense: str, strength: float | None, summary: dict) -> dict:
     """Returns one sweep row: task accuracy, epsilon, and the last epoch's accuracy of every attack."""
-    row = {"defense": defense, "strength": strength,
-           "epsilon": (summary.get("defense") or {}).get("epsilon"),
-           "test_accuracy": summary["task"]["test_accuracy"],
-           "failure": summary["task"].get("failure")}
+    row = {
+        "defense": defense,
+        "strength": strength,
+        "epsilon": (summary.get("defense") or {}).get("epsilon"),
+        "test_accuracy": summary["task"]["test_accuracy"],
+        "failure": summary["task"].get("failure"),
+    }
     train_epochs = [r["epoch"] for r in summary["attacks"] if r["phase"] == "train"]
     last = max(train_epochs) if train_epochs else None
     for r in summary["attacks"]:
@@ -31,8 +39,16 @@ def _row(defense: str, strength: float | None, summary: dict) -> dict:
     return row
 
 
-def run_sweep(config_path: Path | None, overrides: list[str], *, defense: str | None, values: list[float] | None,
-              transport: str, out_dir: Path, baseline: bool = True) -> list[dict]:
+def run_sweep(
+    config_path: Path | None,
+    overrides: list[str],
+    *,
+    defense: str | None,
+    values: list[float] | None,
+    transport: str,
+    out_dir: Path,
+    baseline: bool = True,
+) -> list[dict]:
     """Returns the sweep's rows after running one full run per value (and a no-defense baseline)."""
     from splitleak.runner import run_demo, run_in_process
 
@@ -46,8 +62,14 @@ def run_sweep(config_path: Path | None, overrides: list[str], *, defense: str | 
     rows = []
     for number, (name, value) in enumerate(runs, start=1):
         label = name if value is None else f"{name}-{value:g}"
-        run_overrides = [*overrides, f"label_party.defense.name={name}", f"run.id={label}",
-                         f"run.dir={out_dir / label}", "feature_party.progress=false", "run.log_level=WARNING"]
+        run_overrides = [
+            *overrides,
+            f"label_party.defense.name={name}",
+            f"run.id={label}",
+            f"run.dir={out_dir / label}",
+            "feature_party.progress=false",
+            "run.log_level=WARNING",
+        ]
         if value is not None:
             run_overrides.append(f"label_party.defense.{key}={value}")
         config = load_config(config_path, run_overrides)
@@ -66,14 +88,21 @@ def run_sweep(config_path: Path | None, overrides: list[str], *, defense: str | 
 
 
 # The series a sweep plot shows: the attacks that matter, one style per data kind.
-PLOTTED = ("distance.grad.train", "kmeans_seeded.grad.train", "norm.grad.train", "direction.grad.train",
-           "distance.smashed.train", "kmeans_seeded.smashed.train", "kmeans_seeded.smashed.infer",
-           "train_knn.smashed.infer")
+PLOTTED = (
+    "distance.grad.train",
+    "kmeans_seeded.grad.train",
+    "norm.grad.train",
+    "direction.grad.train",
+    "distance.smashed.train",
+    "kmeans_seeded.smashed.train",
+    "kmeans_seeded.smashed.infer",
+    "train_knn.smashed.infer",
+)
 STYLES = {"grad": "-", "smashed": "--"}
 
 
 def plot_sweep(rows: list[dict], path: Path, *, title: str) -> None:
-    """Draws attack accuracy against task accuracy, one line per attack × data × phase, points labelled by strength."""
+    """Draws attack accuracy against task accuracy, one line per attack × data × phase."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,19 +117,31 @@ def plot_sweep(rows: list[dict], path: Path, *, title: str) -> None:
     rows = sorted(rows, key=weakest_first)
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for key in PLOTTED:
-        points = [(r["test_accuracy"], r[key]) for r in rows
-                  if r.get(key) is not None and r["test_accuracy"] is not None]
+        points = [
+            (r["test_accuracy"], r[key]) for r in rows if r.get(key) is not None and r["test_accuracy"] is not None
+        ]
         if not points:
             continue
         attack, data, phase = key.split(".")
         xs, ys = zip(*points)
-        ax.plot(xs, ys, linestyle=":" if phase == "infer" else STYLES[data], marker="o",
-                label=f"{attack} / {data} / {phase}")
+        ax.plot(
+            xs,
+            ys,
+            linestyle=":" if phase == "infer" else STYLES[data],
+            marker="o",
+            label=f"{attack} / {data} / {phase}",
+        )
     for r in rows:
         if r["test_accuracy"] is None:
             continue
-        ax.annotate("none" if r["strength"] is None else f"{r['strength']:g}", (r["test_accuracy"], 1.02),
-                    textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+        ax.annotate(
+            "none" if r["strength"] is None else f"{r['strength']:g}",
+            (r["test_accuracy"], 1.02),
+            textcoords="offset points",
+            xytext=(0, 2),
+            ha="center",
+            fontsize=7,
+        )
     chance = [r.get("random.none.train") for r in rows if r.get("random.none.train") is not None]
     if chance:
         ax.axhline(sum(chance) / len(chance), color="grey", linestyle=":", label="random guess")
@@ -118,8 +159,15 @@ def plot_sweep(rows: list[dict], path: Path, *, title: str) -> None:
 def _cmd_sweep(args) -> int:
     values = [float(v) for v in args.values.split(",")] if args.values else None
     try:
-        rows = run_sweep(args.config, args.overrides, defense=args.defense, values=values, transport=args.transport,
-                         out_dir=args.out, baseline=not args.no_baseline)
+        rows = run_sweep(
+            args.config,
+            args.overrides,
+            defense=args.defense,
+            values=values,
+            transport=args.transport,
+            out_dir=args.out,
+            baseline=not args.no_baseline,
+        )
     except ValueError as err:
         print(f"splitleak sweep: {err}", file=sys.stderr)
         return 2
@@ -134,8 +182,12 @@ def add_parser(sub) -> None:
     sweep.add_argument("--config", type=Path)
     sweep.add_argument("--defense", help="dp_sgd, label_dp, grad_compression or marvell (default: the config's sweep)")
     sweep.add_argument("--values", help="comma-separated strengths (default: the config's sweep.values)")
-    sweep.add_argument("--transport", choices=["processes", "inproc"], default="processes",
-                       help="three processes per run (default) or one process, same numbers for the same seed")
+    sweep.add_argument(
+        "--transport",
+        choices=["processes", "inproc"],
+        default="processes",
+        help="three processes per run (default) or one process, same numbers for the same seed",
+    )
     sweep.add_argument("--out", type=Path, default=Path("runs/sweep"))
     sweep.add_argument("--no-baseline", action="store_true", help="skip the no-defense run")
     sweep.add_argument("overrides", nargs="*", metavar="key.sub=value")

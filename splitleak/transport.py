@@ -101,9 +101,7 @@ def add_health_and_reflection(server: grpc.Server, service_names: list[str]) -> 
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *service_names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     return health_servicer
 
 
@@ -129,6 +127,13 @@ def call_with_retry(
                 raise
             delay = min(max_delay_s, base_delay_s * 2**attempt) * (0.5 + random.random() / 2)
             attempt += 1
-            log.warning("%s failed with %s (%s); retry %d/%d in %.2fs",
-                        what, err.code().name, err.details(), attempt, retries, delay)
+            log.warning(
+                "%s failed with %s (%s); retry %d/%d in %.2fs",
+                what,
+                err.code().name,
+                err.details(),
+                attempt,
+                retries,
+                delay,
+            )
             time.sleep(delay)

@@ -29,13 +29,16 @@ def test_float32_is_bit_exact_and_little_endian():
     assert torch.equal(tensor_from_proto(msg), x)
 
 
-@pytest.mark.parametrize("msg, match", [
-    (pb.Tensor(dtype="int8", shape=[1], data=b"\x00"), "dtype 'int8'"),
-    (pb.Tensor(dtype="float32", shape=[2, 2], data=b"\x00" * 15), "needs 16 bytes, got 15"),
-    (pb.Tensor(dtype="float32", shape=[-1], data=b""), "negative dimension"),
-    (pb.Tensor(dtype="float32", shape=[1], data=np.array([np.nan], "<f4").tobytes()), "NaN or Inf"),
-    (pb.Tensor(dtype="float16", shape=[1], data=np.array([np.inf], "<f2").tobytes()), "NaN or Inf"),
-])
+@pytest.mark.parametrize(
+    "msg, match",
+    [
+        (pb.Tensor(dtype="int8", shape=[1], data=b"\x00"), "dtype 'int8'"),
+        (pb.Tensor(dtype="float32", shape=[2, 2], data=b"\x00" * 15), "needs 16 bytes, got 15"),
+        (pb.Tensor(dtype="float32", shape=[-1], data=b""), "negative dimension"),
+        (pb.Tensor(dtype="float32", shape=[1], data=np.array([np.nan], "<f4").tobytes()), "NaN or Inf"),
+        (pb.Tensor(dtype="float16", shape=[1], data=np.array([np.inf], "<f2").tobytes()), "NaN or Inf"),
+    ],
+)
 def test_malformed_tensors_are_invalid_argument(msg, match):
     with pytest.raises(ProtocolError, match=match) as err:
         tensor_from_proto(msg)

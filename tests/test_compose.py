@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose is not installed (.ci/run installs it)")
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None, reason="Debian's docker-compose is not installed (.ci/run installs it)"
+)
 def test_docker_compose_validates_offline():
     done = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -22,8 +22,14 @@ def test_demo_default_is_digits():
 
 def test_every_problem_is_reported_with_its_key_path():
     with pytest.raises(ConfigError) as err:
-        parse_config({"train": {"epochs": 0, "lr": -1}, "data": {"name": "nope"}, "model": {"top_layers": 4},
-                      "adversary": {"bogus": 1}})
+        parse_config(
+            {
+                "train": {"epochs": 0, "lr": -1},
+                "data": {"name": "nope"},
+                "model": {"top_layers": 4},
+                "adversary": {"bogus": 1},
+            }
+        )
     text = str(err.value)
     for expected in ("train.epochs", "train.lr", "model.top_layers", "adversary.bogus"):
         assert expected in text

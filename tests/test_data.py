@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 
 from conftest import MNIST_DIR, needs_mnist, small_config
-from splitleak.data import (DataError, draw_known_samples, load_dataset, read_idx, read_known_samples, split_ids,
-                            write_known_samples)
+from splitleak.data import (
+    DataError,
+    draw_known_samples,
+    load_dataset,
+    read_idx,
+    read_known_samples,
+    split_ids,
+    write_known_samples,
+)
 
 
 def test_split_is_deterministic_disjoint_and_complete():
@@ -18,8 +25,9 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert not np.array_equal(split_ids(1000, test_fraction=0.2, seed=4).test_ids, a.test_ids)
 
 
-@pytest.mark.parametrize("name, classes, shape", [("digits", 10, (1, 8, 8)), ("breast_cancer", 2, (30,)),
-                                                   ("synthetic", 10, (32,))])
+@pytest.mark.parametrize(
+    "name, classes, shape", [("digits", 10, (1, 8, 8)), ("breast_cancer", 2, (30,)), ("synthetic", 10, (32,))]
+)
 def test_bundled_datasets(tmp_path, name, classes, shape):
     config = small_config(tmp_path, data={"name": name})
     dataset = load_dataset(config.data, 0)

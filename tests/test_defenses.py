@@ -10,8 +10,15 @@ from hypothesis import strategies as st
 
 from conftest import small_config
 from party_label.defenses import DefenseContext, build_defense
-from party_label.defenses.mechanisms import (clip_and_noise, epsilon_spent, marvell_closed_form, marvell_solve,
-                                              rr_keep_probability, rr_with_prior, topk_sparsify)
+from party_label.defenses.mechanisms import (
+    clip_and_noise,
+    epsilon_spent,
+    marvell_closed_form,
+    marvell_solve,
+    rr_keep_probability,
+    rr_with_prior,
+    topk_sparsify,
+)
 
 CTX = DefenseContext(num_classes=10, train_size=1000, batch_size=50, epochs=5, seed=0)
 
@@ -59,7 +66,13 @@ def test_compression_zeroes_exactly_the_requested_fraction(fraction, rows, dim, 
     kept = out != 0
     assert torch.equal(out[kept], g[kept])
     if 0 < zeroed < dim:
-        assert g.abs()[kept].reshape(rows, -1).min(dim=1).values.ge(g.abs()[~kept].reshape(rows, -1).max(dim=1).values).all()
+        assert (
+            g.abs()[kept]
+            .reshape(rows, -1)
+            .min(dim=1)
+            .values.ge(g.abs()[~kept].reshape(rows, -1).max(dim=1).values)
+            .all()
+        )
 
 
 def test_gaussian_mechanism_noise_scale_is_sigma_times_c():
@@ -80,8 +93,9 @@ def test_dp_sgd_noise_and_epsilon_agree_with_opacus(tmp_path):
 
     cfg = small_config(tmp_path, label_party={"defense": {"name": "dp_sgd", "epsilon": 10.0}}).label_party.defense
     defense = build_defense(cfg, CTX)
-    direct_sigma = get_noise_multiplier(target_epsilon=10.0, target_delta=cfg.delta, sample_rate=1.0, steps=5,
-                                        accountant="rdp", alphas=ALPHAS)
+    direct_sigma = get_noise_multiplier(
+        target_epsilon=10.0, target_delta=cfg.delta, sample_rate=1.0, steps=5, accountant="rdp", alphas=ALPHAS
+    )
     assert defense.noise_multiplier == direct_sigma
     accountant = RDPAccountant()
     for _ in range(5):
@@ -95,8 +109,9 @@ def test_dp_sgd_noise_and_epsilon_agree_with_opacus(tmp_path):
     out = defense.protect(grads, torch.zeros(50, dtype=torch.long)) * 50
     assert float(out.std()) == pytest.approx(2 * direct_sigma * cfg.max_grad_norm, rel=0.02)
     top = defense.metrics(steps=steps)["top_model_epsilon"]
-    assert top == pytest.approx(epsilon_spent(noise_multiplier=direct_sigma, sample_rate=50 / 1000, steps=steps,
-                                              delta=cfg.delta))
+    assert top == pytest.approx(
+        epsilon_spent(noise_multiplier=direct_sigma, sample_rate=50 / 1000, steps=steps, delta=cfg.delta)
+    )
     assert top < epsilon, "the top model gains from sampling; the returned rows do not"
 
 
@@ -124,8 +139,9 @@ def test_marvell_meets_the_power_constraint(p, s, u, v, d):
 
 
 def test_marvell_noise_follows_the_solution_and_refuses_multiclass(tmp_path):
-    cfg = small_config(tmp_path, data={"name": "breast_cancer"},
-                       label_party={"defense": {"name": "marvell", "scale": 4.0}}).label_party.defense
+    cfg = small_config(
+        tmp_path, data={"name": "breast_cancer"}, label_party={"defense": {"name": "marvell", "scale": 4.0}}
+    ).label_party.defense
     with pytest.raises(ValueError, match="binary tasks only"):
         build_defense(cfg, CTX)
     binary = DefenseContext(num_classes=2, train_size=1000, batch_size=400, epochs=1, seed=0)

@@ -13,13 +13,17 @@ pytestmark = pytest.mark.slow
 
 
 def _splitleak(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "splitleak.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "splitleak.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _epoch_accuracy(summary, attack, data):
-    return {r["epoch"]: r["accuracy"] for r in summary["attacks"]
-            if r["attack"] == attack and r["data"] == data and r["phase"] == "train"}
+    return {
+        r["epoch"]: r["accuracy"]
+        for r in summary["attacks"]
+        if r["attack"] == attack and r["data"] == data and r["phase"] == "train"
+    }
 
 
 def _check_attacks(summary, epochs):
@@ -80,9 +84,20 @@ def test_inproc_and_three_processes_give_the_same_numbers(tmp_path):
     """A sweep's --transport inproc is a shortcut, not a different experiment."""
     rows = {}
     for transport in ("inproc", "processes"):
-        done = _splitleak("sweep", "--defense", "grad_compression", "--values", "0.5", "--no-baseline",
-                          "--transport", transport, "--out", str(tmp_path / transport), "train.epochs=2",
-                          "model.cut_dim=32")
+        done = _splitleak(
+            "sweep",
+            "--defense",
+            "grad_compression",
+            "--values",
+            "0.5",
+            "--no-baseline",
+            "--transport",
+            transport,
+            "--out",
+            str(tmp_path / transport),
+            "train.epochs=2",
+            "model.cut_dim=32",
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         rows[transport] = json.loads((tmp_path / transport / "sweep.json").read_text())
         assert (tmp_path / transport / "sweep.png").stat().st_size > 0

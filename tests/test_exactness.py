@@ -1,6 +1,5 @@
 """For a fixed seed, N steps over gRPC give the same weights as the same N steps in one process."""
 
-
 import torch
 import torch.nn.functional as F
 
@@ -62,8 +61,13 @@ def test_grpc_training_is_bit_identical_to_one_process(tmp_path, label_server):
 
     def grpc_link(cfg):
         server = label_server(cfg)
-        cfg = cfg.model_copy(update={"feature_party": cfg.feature_party.model_copy(
-            update={"label_party_address": f"127.0.0.1:{server.port}"})})
+        cfg = cfg.model_copy(
+            update={
+                "feature_party": cfg.feature_party.model_copy(
+                    update={"label_party_address": f"127.0.0.1:{server.port}"}
+                )
+            }
+        )
         return GrpcLink(cfg), server.party
 
     def inproc_link(cfg):

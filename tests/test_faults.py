@@ -22,10 +22,13 @@ class LosesOneReply:
         self.train_calls = 0
         self.lock = threading.Lock()
         self.server = create_server(config.transport)
-        handlers = {name: grpc.unary_unary_rpc_method_handler(self._forwarder(name))
-                    for name in ("Hello", "TrainStep", "Infer", "Finish")}
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("splitleak.v1.LabelParty",
-                                                                                   handlers),))
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(self._forwarder(name))
+            for name in ("Hello", "TrainStep", "Infer", "Finish")
+        }
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("splitleak.v1.LabelParty", handlers),)
+        )
         self.port = bind_server(self.server, "127.0.0.1", 0, config.transport)
         self.server.start()
 
@@ -53,8 +56,13 @@ def _run(tmp_path, label_server, *, lose_call):
     config = small_config(tmp_path / f"lose{lose_call}", train={"epochs": 2, "batch_size": 64})
     server = label_server(config)
     hop = LosesOneReply(f"127.0.0.1:{server.port}", config, lose_call)
-    config = config.model_copy(update={"feature_party": config.feature_party.model_copy(
-        update={"label_party_address": f"127.0.0.1:{hop.port}", "retries": 3})})
+    config = config.model_copy(
+        update={
+            "feature_party": config.feature_party.model_copy(
+                update={"label_party_address": f"127.0.0.1:{hop.port}", "retries": 3}
+            )
+        }
+    )
     feature = build_feature_party(config)
     report = feature.run(GrpcLink(config))
     hop.stop()

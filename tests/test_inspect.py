@@ -9,11 +9,24 @@ from rich.console import Console
 from splitleak.inspect import follow_records, print_records
 from splitleak.runlog import JsonlWriter, write_json_atomic
 
-ROUND = {"type": "round", "phase": "train", "round": 1, "epoch": 0, "step": 0, "samples": 4, "loss": 2.3,
-         "latency_ms": 1.5, "attacks": [{"attack": "distance", "data": "grad", "phase": "train", "n": 4,
-                                         "seconds": 0.001, "accuracy": 0.75}]}
-EPOCH = {"type": "epoch", "phase": "train", "epoch": 0, "samples": 4,
-         "attacks": [{"attack": "kmeans_seeded", "data": "grad", "phase": "train", "n": 4, "seconds": 0.01}]}
+ROUND = {
+    "type": "round",
+    "phase": "train",
+    "round": 1,
+    "epoch": 0,
+    "step": 0,
+    "samples": 4,
+    "loss": 2.3,
+    "latency_ms": 1.5,
+    "attacks": [{"attack": "distance", "data": "grad", "phase": "train", "n": 4, "seconds": 0.001, "accuracy": 0.75}],
+}
+EPOCH = {
+    "type": "epoch",
+    "phase": "train",
+    "epoch": 0,
+    "samples": 4,
+    "attacks": [{"attack": "kmeans_seeded", "data": "grad", "phase": "train", "n": 4, "seconds": 0.01}],
+}
 
 
 def test_table_and_json(tmp_path, capsys):
@@ -21,8 +34,10 @@ def test_table_and_json(tmp_path, capsys):
     for record in (ROUND, EPOCH, {"type": "lag", "waited_ms": 3.0}):
         writer.write(record)
     writer.close()
-    write_json_atomic(tmp_path / "summary.json", {"task": {"test_accuracy": 0.9},
-                                                  "time_to_leak": {"threshold": 0.95, "distance/grad/train": None}})
+    write_json_atomic(
+        tmp_path / "summary.json",
+        {"task": {"test_accuracy": 0.9}, "time_to_leak": {"threshold": 0.95, "distance/grad/train": None}},
+    )
     console = Console(width=200, record=True)
     print_records(tmp_path, as_json=False, console=console)
     text = console.export_text()

@@ -18,8 +18,11 @@ from splitleak.v1 import splitleak_pb2_grpc as pb_grpc
 def session(tmp_path, label_server):
     config = small_config(tmp_path)
     server = label_server(config)
-    config = config.model_copy(update={"feature_party": config.feature_party.model_copy(
-        update={"label_party_address": f"127.0.0.1:{server.port}"})})
+    config = config.model_copy(
+        update={
+            "feature_party": config.feature_party.model_copy(update={"label_party_address": f"127.0.0.1:{server.port}"})
+        }
+    )
     feature = build_feature_party(config)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     stub = pb_grpc.LabelPartyStub(channel)
@@ -46,14 +49,26 @@ def test_bad_inputs_get_clear_statuses_and_the_server_keeps_serving(session):
     config, server, feature, stub = session
     good = torch.rand(4, 16)
     cases = [
-        (_step(feature, smashed=tensor_to_proto(torch.rand(4, 15))), grpc.StatusCode.INVALID_ARGUMENT,
-         "smashed tensor has 15 columns, the run's cut dimension is 16"),
-        (_step(feature, smashed=pb.Tensor(dtype="float32", shape=[4, 16], data=b"\x00" * 10)),
-         grpc.StatusCode.INVALID_ARGUMENT, "needs 256 bytes, got 10"),
-        (_step(feature, smashed=tensor_to_proto(torch.full((4, 16), float("nan")))),
-         grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
-        (_step(feature, smashed=pb.Tensor(dtype="complex64", shape=[4, 16], data=b"")),
-         grpc.StatusCode.INVALID_ARGUMENT, "dtype 'complex64'"),
+        (
+            _step(feature, smashed=tensor_to_proto(torch.rand(4, 15))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "smashed tensor has 15 columns, the run's cut dimension is 16",
+        ),
+        (
+            _step(feature, smashed=pb.Tensor(dtype="float32", shape=[4, 16], data=b"\x00" * 10)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "needs 256 bytes, got 10",
+        ),
+        (
+            _step(feature, smashed=tensor_to_proto(torch.full((4, 16), float("nan")))),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "NaN",
+        ),
+        (
+            _step(feature, smashed=pb.Tensor(dtype="complex64", shape=[4, 16], data=b"")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "dtype 'complex64'",
+        ),
         (_step(feature, run_id="other"), grpc.StatusCode.FAILED_PRECONDITION, "run id 'other'"),
         (_step(feature, epoch=0, step=5), grpc.StatusCode.FAILED_PRECONDITION, "ahead of the next expected step"),
         (_step(feature, ids=feature.split.test_ids[:4]), grpc.StatusCode.INVALID_ARGUMENT, "not in the training split"),
@@ -87,8 +102,12 @@ def test_replayed_step_returns_the_recorded_reply_and_is_applied_once(session):
 def test_hello_mismatch_is_failed_precondition(session):
     config, server, feature, stub = session
     with pytest.raises(grpc.RpcError) as err:
-        stub.Hello(pb.HelloRequest(protocol_version=1, run_id="t", cut_dim=99, num_classes=10, batch_size=32,
-                                   config_digest="x"), timeout=10)
+        stub.Hello(
+            pb.HelloRequest(
+                protocol_version=1, run_id="t", cut_dim=99, num_classes=10, batch_size=32, config_digest="x"
+            ),
+            timeout=10,
+        )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "cut dimension 99" in err.value.details() and "config digest" in err.value.details()
 
@@ -96,8 +115,9 @@ def test_hello_mismatch_is_failed_precondition(session):
 def test_infer_acks_by_default_and_counts_accuracy_once(session):
     config, server, feature, stub = session
     ids = feature.split.test_ids[:8]
-    request = pb.InferRequest(run_id="t", request_id="r1", sample_ids=list(map(int, ids)),
-                              smashed=tensor_to_proto(torch.rand(8, 16)))
+    request = pb.InferRequest(
+        run_id="t", request_id="r1", sample_ids=list(map(int, ids)), smashed=tensor_to_proto(torch.rand(8, 16))
+    )
     reply = stub.Infer(request, timeout=10)
     assert reply.count == 8 and list(reply.predictions) == []
     stub.Infer(request, timeout=10)
@@ -113,8 +133,9 @@ def test_health_and_reflection_are_standard(session):
     status = health.Check(health_pb2.HealthCheckRequest(service="splitleak.v1.LabelParty"), timeout=10)
     assert status.status == health_pb2.HealthCheckResponse.SERVING
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-    replies = list(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-                                                   timeout=10))
+    replies = list(
+        reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+    )
     names = {s.name for s in replies[0].list_services_response.service}
     assert "splitleak.v1.LabelParty" in names and "grpc.health.v1.Health" in names
     channel.close()
@@ -174,13 +195,19 @@ def test_retry_helper_retries_unavailable_only():
 def test_infer_returns_predictions_when_the_policy_allows(tmp_path, label_server):
     config = small_config(tmp_path, label_party={"return_predictions": True})
     server = label_server(config)
-    config = config.model_copy(update={"feature_party": config.feature_party.model_copy(
-        update={"label_party_address": f"127.0.0.1:{server.port}"})})
+    config = config.model_copy(
+        update={
+            "feature_party": config.feature_party.model_copy(update={"label_party_address": f"127.0.0.1:{server.port}"})
+        }
+    )
     feature = build_feature_party(config)
     link = GrpcLink(config)
     assert feature.hello(link).returns_predictions
     ids = feature.split.test_ids[:8]
-    reply = link.infer(pb.InferRequest(run_id="t", request_id="r", sample_ids=list(map(int, ids)),
-                                       smashed=tensor_to_proto(feature.embed(ids))))
+    reply = link.infer(
+        pb.InferRequest(
+            run_id="t", request_id="r", sample_ids=list(map(int, ids)), smashed=tensor_to_proto(feature.embed(ids))
+        )
+    )
     assert reply.count == 8 and len(reply.predictions) == 8 and set(reply.predictions) <= set(range(10))
     link.close()

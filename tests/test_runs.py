@@ -1,6 +1,5 @@
 """Whole runs in one process (the same tap, engine and scorer as the proxy): scoring and replay."""
 
-
 import numpy as np
 
 from adversary.replay import replay_run
@@ -10,8 +9,11 @@ from splitleak.runner import run_in_process
 
 
 def _run(tmp_path, **adversary):
-    config = small_config(tmp_path, train={"epochs": 2, "batch_size": 64, "optimizer": "adam", "lr": 0.003},
-                          adversary={"mode": "interceptor", "capture": True, **adversary})
+    config = small_config(
+        tmp_path,
+        train={"epochs": 2, "batch_size": 64, "optimizer": "adam", "lr": 0.003},
+        adversary={"mode": "interceptor", "capture": True, **adversary},
+    )
     return config, run_in_process(config)
 
 
@@ -56,10 +58,12 @@ def test_summary_and_log_carry_what_a_user_reads(tmp_path):
 
 
 def test_a_defense_that_breaks_training_ends_the_run_with_a_recorded_failure(tmp_path):
-    config = small_config(tmp_path, train={"epochs": 2, "batch_size": 64, "optimizer": "sgd", "lr": 50.0,
-                                           "momentum": 0.9},
-                          label_party={"defense": {"name": "dp_sgd", "epsilon": 0.1}},
-                          adversary={"mode": "interceptor", "ground_truth": "dataset"})
+    config = small_config(
+        tmp_path,
+        train={"epochs": 2, "batch_size": 64, "optimizer": "sgd", "lr": 50.0, "momentum": 0.9},
+        label_party={"defense": {"name": "dp_sgd", "epsilon": 0.1}},
+        adversary={"mode": "interceptor", "ground_truth": "dataset"},
+    )
     summary = run_in_process(config)
     assert summary["complete"]
     assert "diverged" in summary["task"]["failure"]

@@ -37,8 +37,7 @@ class RecordingLink:
 
 @pytest.mark.parametrize("mode", ["proxy", "interceptor"])
 def test_every_sample_is_captured_once_per_epoch_with_the_gradient_sent(tmp_path, label_server, mode):
-    config = small_config(tmp_path, train={"epochs": 2, "batch_size": 64},
-                          adversary={"mode": mode, "capture": True})
+    config = small_config(tmp_path, train={"epochs": 2, "batch_size": 64}, adversary={"mode": mode, "capture": True})
     server = label_server(config)
     address = f"127.0.0.1:{server.port}"
     config = config.model_copy(update={"adversary": config.adversary.model_copy(update={"upstream": address})})
@@ -47,8 +46,9 @@ def test_every_sample_is_captured_once_per_epoch_with_the_gradient_sent(tmp_path
     if mode == "proxy":
         proxy = serve_proxy(config, tap)
         address = f"127.0.0.1:{proxy.port}"
-    config = config.model_copy(update={"feature_party": config.feature_party.model_copy(
-        update={"label_party_address": address})})
+    config = config.model_copy(
+        update={"feature_party": config.feature_party.model_copy(update={"label_party_address": address})}
+    )
     feature = build_feature_party(config)
     link = RecordingLink(GrpcLink(config, interceptors=[TapInterceptor(tap)] if mode == "interceptor" else ()))
     report = feature.run(link)

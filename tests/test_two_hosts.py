@@ -29,12 +29,19 @@ def two_hosts():
     tag = f"{os.getpid() % 100000}"
     a, b = f"sl{tag}a", f"sl{tag}b"
     subnet = f"10.231.{os.getpid() % 250}"
-    steps = [("netns", "add", a), ("netns", "add", b), ("link", "add", f"v{tag}a", "type", "veth", "peer", "name", f"v{tag}b"),
-             ("link", "set", f"v{tag}a", "netns", a), ("link", "set", f"v{tag}b", "netns", b),
-             ("-n", a, "addr", "add", f"{subnet}.1/24", "dev", f"v{tag}a"),
-             ("-n", b, "addr", "add", f"{subnet}.2/24", "dev", f"v{tag}b"),
-             ("-n", a, "link", "set", f"v{tag}a", "up"), ("-n", b, "link", "set", f"v{tag}b", "up"),
-             ("-n", a, "link", "set", "lo", "up"), ("-n", b, "link", "set", "lo", "up")]
+    steps = [
+        ("netns", "add", a),
+        ("netns", "add", b),
+        ("link", "add", f"v{tag}a", "type", "veth", "peer", "name", f"v{tag}b"),
+        ("link", "set", f"v{tag}a", "netns", a),
+        ("link", "set", f"v{tag}b", "netns", b),
+        ("-n", a, "addr", "add", f"{subnet}.1/24", "dev", f"v{tag}a"),
+        ("-n", b, "addr", "add", f"{subnet}.2/24", "dev", f"v{tag}b"),
+        ("-n", a, "link", "set", f"v{tag}a", "up"),
+        ("-n", b, "link", "set", f"v{tag}b", "up"),
+        ("-n", a, "link", "set", "lo", "up"),
+        ("-n", b, "link", "set", "lo", "up"),
+    ]
     try:
         for step in steps:
             done = _ip(*step)
@@ -58,8 +65,11 @@ def _wait_ready(path, proc, timeout=120):
 
 def test_parties_on_two_hosts(tmp_path, two_hosts):
     label_ns, feature_ns, label_ip = two_hosts
-    config = small_config(tmp_path, train={"epochs": 2, "batch_size": 64, "optimizer": "adam", "lr": 0.003},
-                          adversary={"mode": "proxy", "ground_truth": "dataset"})
+    config = small_config(
+        tmp_path,
+        train={"epochs": 2, "batch_size": 64, "optimizer": "adam", "lr": 0.003},
+        adversary={"mode": "proxy", "ground_truth": "dataset"},
+    )
     run_dir = tmp_path / "run"
     draw_known_labels(config, run_dir / "known_labels.csv")
     config_path = tmp_path / "run.yaml"
@@ -67,20 +77,58 @@ def test_parties_on_two_hosts(tmp_path, two_hosts):
     common = ["--config", str(config_path)]
     procs = []
     try:
-        label = subprocess.Popen(["ip", "netns", "exec", label_ns, sys.executable, "-m", "party_label", *common,
-                                  "--ready-file", str(tmp_path / "label.json"), f"label_party.host={label_ip}"])
+        label = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                label_ns,
+                sys.executable,
+                "-m",
+                "party_label",
+                *common,
+                "--ready-file",
+                str(tmp_path / "label.json"),
+                f"label_party.host={label_ip}",
+            ]
+        )
         procs.append(label)
         label_port = _wait_ready(tmp_path / "label.json", label)
-        adversary = subprocess.Popen(["ip", "netns", "exec", feature_ns, sys.executable, "-m", "adversary", *common,
-                                      "--ready-file", str(tmp_path / "adversary.json"),
-                                      f"adversary.upstream={label_ip}:{label_port}",
-                                      f"adversary.known_labels={run_dir / 'known_labels.csv'}"])
+        adversary = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                feature_ns,
+                sys.executable,
+                "-m",
+                "adversary",
+                *common,
+                "--ready-file",
+                str(tmp_path / "adversary.json"),
+                f"adversary.upstream={label_ip}:{label_port}",
+                f"adversary.known_labels={run_dir / 'known_labels.csv'}",
+            ]
+        )
         procs.append(adversary)
         proxy_port = _wait_ready(tmp_path / "adversary.json", adversary)
-        feature = subprocess.run(["ip", "netns", "exec", feature_ns, sys.executable, "-m", "party_feature", *common,
-                                  f"feature_party.label_party_address=127.0.0.1:{proxy_port}",
-                                  f"adversary.known_labels={run_dir / 'known_labels.csv'}"],
-                                 capture_output=True, text=True, timeout=300)
+        feature = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                feature_ns,
+                sys.executable,
+                "-m",
+                "party_feature",
+                *common,
+                f"feature_party.label_party_address=127.0.0.1:{proxy_port}",
+                f"adversary.known_labels={run_dir / 'known_labels.csv'}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert feature.returncode == 0, feature.stderr[-2000:]
         assert label.wait(timeout=60) == 0 and adversary.wait(timeout=60) == 0
     finally:

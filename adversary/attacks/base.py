@@ -58,8 +58,13 @@ class AttackResult:
     note: str | None = None
 
     def log_entry(self) -> dict:
-        entry = {"attack": self.attack, "data": self.data, "phase": self.phase, "n": int(len(self.sample_ids)),
-                 "seconds": round(self.seconds, 6)}
+        entry = {
+            "attack": self.attack,
+            "data": self.data,
+            "phase": self.phase,
+            "n": int(len(self.sample_ids)),
+            "seconds": round(self.seconds, 6),
+        }
         if self.reference:
             entry["reference"] = self.reference
         if self.note:

@@ -12,7 +12,9 @@ import torch
 __all__ = ["distances", "kmeans", "kmeans_plus_plus", "normalise", "reduce_dim"]
 
 
-def reduce_dim(vectors: torch.Tensor, others: list[torch.Tensor], *, above: int, dim: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def reduce_dim(
+    vectors: torch.Tensor, others: list[torch.Tensor], *, above: int, dim: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Returns vectors and others projected on vectors' top `dim` principal axes when wider than `above`."""
     if vectors.shape[1] <= above or dim >= vectors.shape[1]:
         return vectors, others

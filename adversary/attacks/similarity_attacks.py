@@ -8,7 +8,14 @@ from scipy.optimize import linear_sum_assignment
 from adversary.attacks.base import ATTACKS, Attack, Prediction, Reference
 from adversary.attacks.similarity import distances, kmeans, kmeans_plus_plus, normalise
 
-__all__ = ["DistanceAttack", "KMeansHungarianAttack", "KMeansSeededAttack", "PrototypeAttack", "TrainCentroidsAttack", "TrainKnnAttack"]
+__all__ = [
+    "DistanceAttack",
+    "KMeansHungarianAttack",
+    "KMeansSeededAttack",
+    "PrototypeAttack",
+    "TrainCentroidsAttack",
+    "TrainKnnAttack",
+]
 
 
 def _class_prototypes(reference: Reference, num_classes: int, *, unit: bool) -> tuple[torch.Tensor, torch.Tensor]:

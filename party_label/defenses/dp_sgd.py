@@ -31,19 +31,26 @@ class DpSgd(Defense):
         self.steps_per_epoch = -(-ctx.train_size // ctx.batch_size)
         self.top_sample_rate = ctx.batch_size / ctx.train_size
         if cfg.cut_grad_noise:
-            self.noise_multiplier = noise_multiplier_for(epsilon=cfg.epsilon, delta=cfg.delta, sample_rate=1.0,
-                                                         steps=ctx.epochs)
+            self.noise_multiplier = noise_multiplier_for(
+                epsilon=cfg.epsilon, delta=cfg.delta, sample_rate=1.0, steps=ctx.epochs
+            )
         else:
-            self.noise_multiplier = noise_multiplier_for(epsilon=cfg.epsilon, delta=cfg.delta,
-                                                         sample_rate=self.top_sample_rate,
-                                                         steps=ctx.epochs * self.steps_per_epoch)
+            self.noise_multiplier = noise_multiplier_for(
+                epsilon=cfg.epsilon,
+                delta=cfg.delta,
+                sample_rate=self.top_sample_rate,
+                steps=ctx.epochs * self.steps_per_epoch,
+            )
         self._generator = torch.Generator().manual_seed(ctx.seed + 32452843)
 
     def wrap_training(self, top, optimizer):
         private_top = GradSampleModule(top, loss_reduction="mean")
         private_optimizer = DPOptimizer(
-            optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=self.cfg.max_grad_norm,
-            expected_batch_size=self.ctx.batch_size, loss_reduction="mean",
+            optimizer,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.cfg.max_grad_norm,
+            expected_batch_size=self.ctx.batch_size,
+            loss_reduction="mean",
             generator=torch.Generator(device=self.ctx.device).manual_seed(self.ctx.seed + 49979687),
         )
         return private_top, private_optimizer
@@ -53,8 +60,12 @@ class DpSgd(Defense):
             return cut_grad
         batch = cut_grad.shape[0]
         # Rows of a mean-reduced loss's gradient are per-sample gradients divided by the batch size.
-        noisy = clip_and_noise(cut_grad * batch, max_norm=self.cfg.max_grad_norm,
-                               noise_std=2 * self.noise_multiplier * self.cfg.max_grad_norm, generator=self._generator)
+        noisy = clip_and_noise(
+            cut_grad * batch,
+            max_norm=self.cfg.max_grad_norm,
+            noise_std=2 * self.noise_multiplier * self.cfg.max_grad_norm,
+            generator=self._generator,
+        )
         return noisy / batch
 
     def privacy_spent(self, *, steps: int):
@@ -63,15 +74,17 @@ class DpSgd(Defense):
         epochs_released = -(-steps // self.steps_per_epoch)
         if epochs_released == 0:
             return 0.0, self.cfg.delta
-        epsilon = epsilon_spent(noise_multiplier=self.noise_multiplier, sample_rate=1.0, steps=epochs_released,
-                                delta=self.cfg.delta)
+        epsilon = epsilon_spent(
+            noise_multiplier=self.noise_multiplier, sample_rate=1.0, steps=epochs_released, delta=self.cfg.delta
+        )
         return epsilon, self.cfg.delta
 
     def _top_epsilon(self, steps: int) -> float:
         if steps == 0:
             return 0.0
-        return epsilon_spent(noise_multiplier=self.noise_multiplier, sample_rate=self.top_sample_rate, steps=steps,
-                             delta=self.cfg.delta)
+        return epsilon_spent(
+            noise_multiplier=self.noise_multiplier, sample_rate=self.top_sample_rate, steps=steps, delta=self.cfg.delta
+        )
 
     def metrics(self, *, steps: int) -> dict[str, float]:
         return {"noise_multiplier": self.noise_multiplier, "top_model_epsilon": self._top_epsilon(steps)}

@@ -17,8 +17,10 @@ class Marvell(Defense):
     def __init__(self, cfg, ctx) -> None:
         super().__init__(cfg, ctx)
         if ctx.num_classes != 2:
-            raise ValueError(f"marvell protects binary tasks only; this run has {ctx.num_classes} classes "
-                             "(use dp_sgd, label_dp or grad_compression)")
+            raise ValueError(
+                f"marvell protects binary tasks only; this run has {ctx.num_classes} classes "
+                "(use dp_sgd, label_dp or grad_compression)"
+            )
         self._generator = torch.Generator().manual_seed(ctx.seed + 86028121)
         # Class statistics of the last batch that held the class, for batches that lack one.
         self._stats: dict[int, tuple[torch.Tensor, float]] = {}

@@ -39,7 +39,9 @@ def rr_keep_probability(epsilon: float, k: int) -> float:
     return math.exp(epsilon) / (math.exp(epsilon) + k - 1)
 
 
-def rr_with_prior(labels: torch.Tensor, prior: torch.Tensor, *, epsilon: float, generator: torch.Generator) -> torch.Tensor:
+def rr_with_prior(
+    labels: torch.Tensor, prior: torch.Tensor, *, epsilon: float, generator: torch.Generator
+) -> torch.Tensor:
     """Returns labels randomised by RRWithPrior (Ghazi et al., 2021).
 
     For each sample the k most likely classes under its prior are kept as the
@@ -84,7 +86,9 @@ def topk_sparsify(cut_grad: torch.Tensor, fraction: float) -> torch.Tensor:
     return cut_grad.scatter(1, smallest, 0.0)
 
 
-def clip_and_noise(per_sample: torch.Tensor, *, max_norm: float, noise_std: float, generator: torch.Generator) -> torch.Tensor:
+def clip_and_noise(
+    per_sample: torch.Tensor, *, max_norm: float, noise_std: float, generator: torch.Generator
+) -> torch.Tensor:
     """Returns each row clipped to L2 norm max_norm plus N(0, noise_std^2 I) noise."""
     norms = per_sample.norm(dim=1, keepdim=True)
     clipped = per_sample * (max_norm / norms.clamp_min(1e-12)).clamp(max=1.0)
@@ -96,8 +100,14 @@ def noise_multiplier_for(*, epsilon: float, delta: float, sample_rate: float, st
     """Returns the Gaussian noise multiplier that spends epsilon over steps at sample_rate (Opacus RDP accountant)."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    return get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps,
-                                accountant="rdp", alphas=ALPHAS)
+    return get_noise_multiplier(
+        target_epsilon=epsilon,
+        target_delta=delta,
+        sample_rate=sample_rate,
+        steps=steps,
+        accountant="rdp",
+        alphas=ALPHAS,
+    )
 
 
 def epsilon_spent(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
@@ -143,7 +153,10 @@ def marvell_solve(*, g: float, p: float, power: float, d: int, u: float, v: floa
     weights = np.array([1 - p, (1 - p) * (d - 1), p, p * (d - 1)])
     bounds = [(0.0, None), (0.0, None if perp else 0.0), (0.0, None), (0.0, None if perp else 0.0)]
     result = minimize(
-        lambda x: _sum_kl(x, g=g, d=d, u=u, v=v, floor=floor), x0, method="SLSQP", bounds=bounds,
+        lambda x: _sum_kl(x, g=g, d=d, u=u, v=v, floor=floor),
+        x0,
+        method="SLSQP",
+        bounds=bounds,
         constraints=[{"type": "ineq", "fun": lambda x: power - weights @ x}],
         options={"ftol": 1e-12, "maxiter": 500},
     )
