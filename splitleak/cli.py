@@ -8,7 +8,6 @@ import logging
 import sys
 from pathlib import Path
 
-from rich.table import Table
 
 from splitleak.config import ConfigError, load_config
 
@@ -44,7 +43,7 @@ def _demo(args) -> int:
 
 
 def _print_summary(summary: dict, run_dir: Path) -> None:
-    from splitleak.inspect import wide_console
+    from splitleak.inspect import attack_rows_table, wide_console
 
     console = wide_console()
     task = summary.get("task") or {}
@@ -60,21 +59,7 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
     for row in summary.get("attacks", []):
         last[(row["attack"], row["data"], row["phase"])] = row
     if last:
-        table = Table(title="attacks at the last epoch (and at inference)")
-        for col in ("attack", "data", "phase", "epoch", "accuracy", "n"):
-            table.add_column(col)
-        for row in last.values():
-            acc = row.get("accuracy")
-            epoch = "–" if row.get("epoch") is None else str(row["epoch"])
-            table.add_row(
-                row["attack"],
-                row["data"],
-                row["phase"],
-                epoch,
-                "unscored" if acc is None else f"{acc:.4f}",
-                str(row["n"]),
-            )
-        console.print(table)
+        console.print(attack_rows_table(list(last.values()), title="attacks at the last epoch (and at inference)"))
     console.print(f"results in {run_dir}/ : summary.json, attack_log.jsonl  (splitleak inspect {run_dir})")
 
 
@@ -103,7 +88,7 @@ def _inspect(args) -> int:
 
 def _attack(args) -> int:
     from adversary.replay import replay_run
-    from splitleak.inspect import wide_console
+    from splitleak.inspect import attack_rows_table, wide_console
 
     try:
         rows = replay_run(args.run_dir)
@@ -113,21 +98,7 @@ def _attack(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        table = Table(title=f"offline replay of {args.run_dir}")
-        for col in ("attack", "data", "phase", "epoch", "accuracy", "n", "matches live"):
-            table.add_column(col)
-        for r in rows:
-            acc = r.get("accuracy")
-            epoch = "–" if r["epoch"] is None else str(r["epoch"])
-            table.add_row(
-                r["attack"],
-                r["data"],
-                r["phase"],
-                epoch,
-                "unscored" if acc is None else f"{acc:.4f}",
-                str(r["n"]),
-                str(r["matches_live"]),
-            )
+        table = attack_rows_table(rows, title=f"offline replay of {args.run_dir}", extra=("matches_live",))
         wide_console().print(table)
     return 0 if all(r["matches_live"] is not False for r in rows) else 3
 

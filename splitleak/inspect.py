@@ -12,7 +12,7 @@ from rich.table import Table
 
 from splitleak.runlog import read_jsonl
 
-__all__ = ["wide_console", "follow_records", "print_records", "records_table"]
+__all__ = ["attack_rows_table", "wide_console", "follow_records", "print_records", "records_table"]
 
 
 def _cell(entry: dict) -> str:
@@ -50,6 +50,25 @@ def records_table(records: list[dict], *, title: str | None) -> Table:
             "ms": "" if record.get("latency_ms") is None else f"{record['latency_ms']:.1f}",
         }
         table.add_row(*[values[name] for name in base], *[cells.get(key, "") for key in columns])
+    return table
+
+
+def attack_rows_table(rows: list[dict], *, title: str, extra: tuple[str, ...] = ()) -> Table:
+    """Returns a table of summary-style attack rows (attack, data, phase, epoch, accuracy, n, then extra keys)."""
+    table = Table(title=title)
+    for col in ("attack", "data", "phase", "epoch", "accuracy", "n", *extra):
+        table.add_column(col.replace("_", " "))
+    for row in rows:
+        accuracy = row.get("accuracy")
+        table.add_row(
+            row["attack"],
+            row["data"],
+            row["phase"],
+            "–" if row.get("epoch") is None else str(row["epoch"]),
+            "unscored" if accuracy is None else f"{accuracy:.4f}",
+            str(row["n"]),
+            *[str(row.get(key)) for key in extra],
+        )
     return table
 
 
