@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from splitleak.config import RunConfig, apply_threads, dump_config
@@ -41,7 +41,6 @@ class _Process:
     role: str
     popen: subprocess.Popen
     log_path: Path | None
-    info: dict = field(default_factory=dict)
 
 
 def draw_known_labels(config: RunConfig, path: Path) -> int:
@@ -80,7 +79,7 @@ def _start(
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "w")
     popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None)
-    return _Process(role, popen, log_path, {"pid": popen.pid, "cmd": cmd})
+    return _Process(role, popen, log_path)
 
 
 def _wait_ready(proc: _Process, run_dir: Path, timeout_s: float = 120.0) -> int:
@@ -89,7 +88,6 @@ def _wait_ready(proc: _Process, run_dir: Path, timeout_s: float = 120.0) -> int:
     while time.monotonic() < deadline:
         if ready.exists():
             info = json.loads(ready.read_text())
-            proc.info.update(info)
             return int(info["port"])
         if proc.popen.poll() is not None:
             raise DemoError(f"{proc.role} exited with code {proc.popen.returncode} before serving; see {proc.log_path}")

@@ -53,6 +53,11 @@ def two_hosts():
         _ip("netns", "del", b)
 
 
+def _in_namespace(namespace: str, module: str, *args: str) -> list[str]:
+    """Returns the command that runs `python -m module args` inside a network namespace."""
+    return ["ip", "netns", "exec", namespace, sys.executable, "-m", module, *args]
+
+
 def _wait_ready(path, proc, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -71,60 +76,46 @@ def test_parties_on_two_hosts(tmp_path, two_hosts):
         adversary={"mode": "proxy", "ground_truth": "dataset"},
     )
     run_dir = tmp_path / "run"
-    draw_known_labels(config, run_dir / "known_labels.csv")
+    known = run_dir / "known_labels.csv"
+    draw_known_labels(config, known)
     config_path = tmp_path / "run.yaml"
     config_path.write_text(dump_config(config))
     common = ["--config", str(config_path)]
     procs = []
     try:
         label = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
+            _in_namespace(
                 label_ns,
-                sys.executable,
-                "-m",
                 "party_label",
                 *common,
                 "--ready-file",
                 str(tmp_path / "label.json"),
                 f"label_party.host={label_ip}",
-            ]
+            )
         )
         procs.append(label)
         label_port = _wait_ready(tmp_path / "label.json", label)
         adversary = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
+            _in_namespace(
                 feature_ns,
-                sys.executable,
-                "-m",
                 "adversary",
                 *common,
                 "--ready-file",
                 str(tmp_path / "adversary.json"),
                 f"adversary.upstream={label_ip}:{label_port}",
-                f"adversary.known_labels={run_dir / 'known_labels.csv'}",
-            ]
+                f"adversary.known_labels={known}",
+            )
         )
         procs.append(adversary)
         proxy_port = _wait_ready(tmp_path / "adversary.json", adversary)
         feature = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
+            _in_namespace(
                 feature_ns,
-                sys.executable,
-                "-m",
                 "party_feature",
                 *common,
                 f"feature_party.label_party_address=127.0.0.1:{proxy_port}",
-                f"adversary.known_labels={run_dir / 'known_labels.csv'}",
-            ],
+                f"adversary.known_labels={known}",
+            ),
             capture_output=True,
             text=True,
             timeout=300,
