@@ -61,7 +61,7 @@ def test_kmeans_keeps_every_centroid_and_is_deterministic(seed, n, k):
     init = kmeans_plus_plus(x, k, generator=torch.Generator().manual_seed(seed))
     again = kmeans_plus_plus(x, k, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(init, again) and init.shape == (k, 4)
-    assign, centroids = kmeans(x, init, iters=20)
+    assign, centroids = kmeans(x, init, max_iters=20)
     assert centroids.shape == (k, 4) and assign.max() < k
     # Each point sits with its nearest centroid at convergence or the iteration cap.
     assert torch.isfinite(centroids).all()
