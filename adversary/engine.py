@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from adversary.attacks import ATTACKS, AttackContext, AttackResult, Reference
+from adversary.attacks.cumulative import CumulativeAttacker
 from adversary.attacks.similarity import reduce_dim
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,21 @@ class AttackEngine:
         self._latest: dict[str, dict[int, torch.Tensor]] = {"grad": {}, "smashed": {}}
         self._last_epoch_known_smashed: Reference | None = None
         self._train_labelled: Reference | None = None
+        self._previous_cumulative: tuple[np.ndarray, np.ndarray] | None = None
+        self.cumulative = (
+            CumulativeAttacker(
+                known_label_of=self.known_label_of,
+                num_classes=num_classes,
+                width_limit=attack_cfg.pca_above,
+                projected_dim=attack_cfg.pca_dim,
+                seed=seed,
+                halflife_rounds=attack_cfg.tracking_halflife,
+                refit_growth=attack_cfg.refit_growth,
+                device=self.device,
+            )
+            if attack_cfg.cumulative
+            else None
+        )
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -101,6 +117,7 @@ class AttackEngine:
                 measure=MEASURES[kind],
                 kmeans_iters=self.cfg.kmeans_iters,
                 kmeans_restarts=self.cfg.kmeans_restarts,
+                kmeans_tol=self.cfg.kmeans_tol,
                 seed=self.seed * 100003 + round_seed,
             )
             prediction = attack.predict(x, ref, ctx)
@@ -121,7 +138,42 @@ class AttackEngine:
     # -- training --------------------------------------------------------------------
 
     def train_round(self, ids: np.ndarray, smashed: torch.Tensor, grad: torch.Tensor) -> list[AttackResult]:
-        """Returns the per-round attacks on one batch, against the latest known vectors seen so far."""
+        """Returns the per-round attacks on one batch (against the latest known vectors seen so far, or
+        against the tracked prototypes), then the cumulative attacker's estimate after this round."""
+        tracked = [n for n in self.cfg.per_round if ATTACKS.get(n).reference_kind == "tracked"]
+        results = self._known_round(ids, smashed, grad, [n for n in self.cfg.per_round if n not in tracked])
+        if self.cumulative is None:
+            for data in ("grad", "smashed"):
+                vectors = grad if data == "grad" else smashed
+                results += self._run(tracked, data, "train", ids, vectors, {"tracked": None}, int(ids[0]), False)
+            return results
+        start = time.perf_counter()
+        unit = self.cumulative.frame(ids, grad, smashed)
+        for data in ("grad", "smashed"):
+            prototypes = self.cumulative.tracked_prototypes(data)
+            reference = None
+            if prototypes is not None:
+                reference = Reference(*prototypes, f"prototypes of {len(prototypes[1])} classes tracked over recent rounds")
+            results += self._run(tracked, data, "train", ids, unit[data], {"tracked": reference}, int(ids[0]), False)
+        update = self.cumulative.update(ids, unit)
+        seen = self.cumulative.seen_ids
+        results.append(
+            AttackResult(
+                "cumulative",
+                "both",
+                "train",
+                seen,
+                self.cumulative.labels.cpu().numpy().astype(np.int64),
+                time.perf_counter() - start,
+                scores=self.cumulative.binary_scores(),
+                reference="every round so far, both channels, prototypes tracked over recent rounds",
+                batch_predictions=update.batch_predictions,
+                extra={"changed": update.changed, "refit": update.refit},
+            )
+        )
+        return results
+
+    def _known_round(self, ids: np.ndarray, smashed: torch.Tensor, grad: torch.Tensor, names: list[str]):
         results = []
         for data, vectors in (("grad", grad), ("smashed", smashed)):
             latest = self._latest[data]
@@ -137,7 +189,7 @@ class AttackEngine:
                     f"latest vectors of {len(known)} known samples",
                 )
             results += self._run(
-                self.cfg.per_round,
+                names,
                 data,
                 "train",
                 ids,
@@ -162,6 +214,35 @@ class AttackEngine:
                 {"known": reference},
                 round_seed=epoch,
                 with_baselines=data == "grad",
+            )
+        if self.cumulative is not None:
+            start = time.perf_counter()
+            # Every single attack's labelling is a place the cumulative fit may start from.
+            candidates = {
+                f"{r.attack}.{r.data}": r.predictions
+                for r in results
+                if r.note is None and r.data != "none" and bool((r.predictions >= 0).all())
+            }
+            predictions = self.cumulative.end_epoch(ids, candidates)
+            previous, self._previous_cumulative = self._previous_cumulative, (ids, predictions)
+            agreement = None
+            if previous is not None:
+                same = np.isin(ids, previous[0])
+                before = dict(zip(previous[0].tolist(), previous[1].tolist()))
+                now = predictions[same]
+                agreement = round(float(np.mean([before[i] == p for i, p in zip(ids[same].tolist(), now)])), 6)
+            results.append(
+                AttackResult(
+                    "cumulative",
+                    "both",
+                    "train",
+                    ids,
+                    predictions,
+                    time.perf_counter() - start,
+                    scores=self.cumulative.binary_scores(ids),
+                    reference=f"epochs 0-{epoch}, both channels; fit started from {self.cumulative.last_choice}",
+                    extra={"agreement_with_previous_epoch": agreement},
+                )
             )
         self._last_epoch_known_smashed = self._known_in(
             ids, smashed, f"smashed data of the known samples in training epoch {epoch}"
@@ -204,6 +285,14 @@ class AttackEngine:
     def infer_end(self, ids: np.ndarray, smashed: torch.Tensor, *, side_channel=None) -> list[AttackResult]:
         """Returns the inference-phase attacks on the whole inference pass."""
         references = {"known": self._inference_reference(side_channel), "train_labelled": self._train_labelled}
-        return self._run(
+        results = self._run(
             self.cfg.inference, "smashed", "infer", ids, smashed, references, round_seed=0, with_baselines=True
         )
+        # Label-free: how much each inference attack agrees with the others (what a run without
+        # ground truth can say about them).
+        labellings = [r for r in results if r.note is None and r.data != "none"]
+        for r in labellings:
+            others = [o.predictions for o in labellings if o is not r]
+            if others:
+                r.extra = {"agreement": round(float(np.mean([np.mean(r.predictions == o) for o in others])), 6)}
+        return results

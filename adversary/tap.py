@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from adversary.engine import AttackEngine
+from adversary.leakage import headline, leakage
 from adversary.scoring import Scorer
 from splitleak.codec import tensor_from_proto
 from splitleak.data import load_dataset, read_known_samples
@@ -295,6 +296,7 @@ class Tap:
             "epoch": phase.epoch,
             "samples": len(ids),
             "rounds": len(phase.steps),
+            "round": self._rounds,
             "t": time.time(),
         }
         if self.capture:
@@ -318,6 +320,7 @@ class Tap:
             "epoch": None,
             "samples": len(ids),
             "rounds": len(phase.steps),
+            "round": self._rounds,
             "t": time.time(),
         }
         if self.capture:
@@ -351,7 +354,8 @@ class Tap:
         for result in results:
             entry = result.log_entry()
             if record["type"] == "round":
-                entry["predictions"] = result.predictions.tolist()
+                shown = result.predictions if result.batch_predictions is None else result.batch_predictions
+                entry["predictions"] = shown.tolist()
             if self.scorer is not None and result.sample_ids is not None:
                 entry.update(self.scorer.score(result.sample_ids, result.predictions, result.scores))
             scored.append(entry)
@@ -367,9 +371,11 @@ class Tap:
                         "accuracy": entry["accuracy"],
                     }
             if keep:
+                kept = ("attack", "data", "phase", "accuracy", "auc", "n", "seconds", "reference")
                 self._results.append(
-                    {k: entry.get(k) for k in ("attack", "data", "phase", "accuracy", "n", "seconds", "reference")}
-                    | {"epoch": record.get("epoch")}
+                    {k: entry.get(k) for k in kept}
+                    | {"epoch": record.get("epoch"), "round": record.get("round")}
+                    | {k: entry[k] for k in ("agreement", "agreement_with_previous_epoch") if k in entry}
                 )
         return scored
 
@@ -392,6 +398,13 @@ class Tap:
             "attacks": self._results,
             "time_to_leak": {"threshold": self.config.adversary.leak_threshold, **self._time_to_leak},
         }
+        summary["leakage"] = leakage(
+            self._results,
+            self._time_to_leak.get("cumulative/both/train"),
+            threshold=self.config.adversary.leak_threshold,
+            scored=self.scorer is not None,
+        )
+        summary["headline"] = headline(summary)
         write_json_atomic(self.run_dir / "summary.json", summary)
 
 

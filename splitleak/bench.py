@@ -41,13 +41,17 @@ def update_doc(section: str, body: str, doc: Path = DOC) -> None:
     doc.write_text(text)
 
 
-def _grpc_form(config, *, proxy: bool, attacks: bool) -> float:
+def _grpc_form(config, *, proxy: bool, attacks: bool, cumulative: bool = True) -> float:
     """Returns the feature party's training seconds against real server processes."""
     from party_feature.link import GrpcLink
     from party_feature.party import build_feature_party
     from splitleak.runner import prepare_run_dir, start_servers, stop_processes, wait_servers, write_run_config
 
     adv = {"mode": "proxy" if proxy else "off"}
+    if not cumulative:
+        adv["attacks"] = config.adversary.attacks.model_copy(
+            update={"cumulative": False, "labeller": "kmeans_seeded.grad", "per_round": ["distance"]}
+        )
     config = config.model_copy(update={"adversary": config.adversary.model_copy(update=adv)})
     config = prepare_run_dir(config)
     if not attacks:
@@ -77,7 +81,12 @@ def bench_transport(config_path: Path | None, overrides: list[str], run_root: Pa
         ("in-process", "inproc", None),
         ("gRPC direct", "grpc", dict(proxy=False, attacks=False)),
         ("gRPC via adversary proxy, attacks off", "proxy", dict(proxy=True, attacks=False)),
-        ("gRPC via adversary proxy, live attacks on", "proxy-attacks", dict(proxy=True, attacks=True)),
+        (
+            "gRPC via adversary proxy, live attacks on, cumulative attacker off",
+            "proxy-attacks-single",
+            dict(proxy=True, attacks=True, cumulative=False),
+        ),
+        ("gRPC via adversary proxy, live attacks on (all)", "proxy-attacks", dict(proxy=True, attacks=True)),
     ]
     rows = []
     for label, name, grpc_args in forms:
@@ -105,6 +114,31 @@ def bench_transport(config_path: Path | None, overrides: list[str], run_root: Pa
             }
         )
     return rows
+
+
+def cumulative_cost(run_dir: Path) -> dict:
+    """Returns what the cumulative attacker cost in a run, from its attack log: per round and per epoch end."""
+    from splitleak.runlog import read_jsonl
+
+    per_round, refits, per_epoch = [], [], []
+    for record in read_jsonl(run_dir / "attack_log.jsonl"):
+        for entry in record.get("attacks", []):
+            if entry["attack"] != "cumulative":
+                continue
+            if record["type"] == "round":
+                (refits if entry.get("refit") else per_round).append(entry["seconds"])
+            else:
+                per_epoch.append(entry["seconds"])
+    return {
+        "rounds": len(per_round) + len(refits),
+        "median_round_ms": round(1000 * statistics.median(per_round), 2) if per_round else None,
+        "refits": len(refits),
+        "median_refit_ms": round(1000 * statistics.median(refits), 1) if refits else None,
+        "total_refit_s": round(sum(refits), 2),
+        "epochs": len(per_epoch),
+        "median_epoch_end_s": round(statistics.median(per_epoch), 3) if per_epoch else None,
+        "max_epoch_end_s": round(max(per_epoch), 3) if per_epoch else None,
+    }
 
 
 def bench_attacks(run_dir: Path, repeats: int) -> list[dict]:
@@ -158,6 +192,7 @@ def _table(rows: list[dict]) -> str:
 def _cmd_transport(args) -> int:
     start = time.time()
     rows = bench_transport(args.config, args.overrides, args.run_root)
+    cost = cumulative_cost(args.run_root / "proxy-attacks")
     command = (
         "splitleak bench transport"
         + (f" --config {args.config}" if args.config else "")
@@ -168,6 +203,10 @@ def _cmd_transport(args) -> int:
         f"Command: `{command}` (one run, {time.time() - start:.0f}s; machine: {_machine()})\n\n"
         f"Config: {args.config or 'configs/demo.yaml'}; train seconds as the feature party measures them.\n\n"
         + _table(rows)
+        + "\n\nWhat the cumulative attacker cost in the run with all attacks on, from its attack log (the "
+        "per-round update, the refits of every view while the first epoch's samples arrive, the epoch-end "
+        "fit), all on the adversary's worker, off the forwarding path:\n\n"
+        + _table([cost])
     )
     print(body)
     if not args.no_doc:

@@ -47,6 +47,8 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
 
     console = wide_console()
     task = summary.get("task") or {}
+    if summary.get("headline"):
+        console.print(f"[bold]{summary['headline']}[/]", highlight=False)
     if task.get("failure"):
         console.print(f"[bold red]training stopped[/]: {task['failure']}")
     accuracy = task.get("test_accuracy")

@@ -162,7 +162,7 @@ class FeaturePartySection(_Section):
 
 class AttackSection(_Section):
     # Attacks that run after every round and at every epoch end (registry names).
-    per_round: list[AttackName] = Field(default_factory=lambda: ["distance"])
+    per_round: list[AttackName] = Field(default_factory=lambda: ["distance", "tracking"])
     per_epoch: list[AttackName] = Field(
         default_factory=lambda: [
             "distance",
@@ -178,15 +178,33 @@ class AttackSection(_Section):
     inference: list[AttackName] = Field(
         default_factory=lambda: ["distance", "kmeans_seeded", "train_centroids", "train_knn", "random"]
     )
-    # Training-phase attack (name.data) whose last-epoch labels name the training
+    # The cumulative attacker: one label estimate per training sample from every round,
+    # epoch and channel seen so far (docs/attacks.md). Its accuracy is the run's headline.
+    cumulative: bool = True
+    # Half-life, in rounds, of the class prototypes that follow the moving model.
+    tracking_halflife: float = Field(8.0, gt=0)
+    # While new samples keep arriving (the first epoch), refit every view once the samples
+    # seen have grown by this factor since the last fit.
+    refit_growth: float = Field(1.25, gt=1)
+    # Training-phase attack (name.data) whose labels of the last epoch name the training
     # smashed data for train_centroids and train_knn.
-    labeller: str = Field("kmeans_seeded.grad", pattern=r"^[a-z_]+\.(grad|smashed)$")
+    labeller: str = Field("cumulative.both", pattern=r"^[a-z_]+\.(grad|smashed|both)$")
     # Vectors wider than pca_above are reduced to pca_dim components.
     pca_above: int = Field(256, ge=1)
     pca_dim: int = Field(64, ge=1)
-    kmeans_iters: int = Field(50, ge=1)
+    # Lloyd iterations run to convergence (no assignment changes, or the centroids move
+    # less than kmeans_tol x the mean feature variance, as scikit-learn's KMeans);
+    # kmeans_iters only caps a run that never settles.
+    kmeans_iters: int = Field(300, ge=1)
+    kmeans_tol: float = Field(1e-4, ge=0)
     # k-means++ restarts of kmeans_hungarian (the best of them is kept).
     kmeans_restarts: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _labeller_runs(self) -> "AttackSection":
+        if self.labeller == "cumulative.both" and not self.cumulative:
+            raise ValueError("labeller cumulative.both needs cumulative: true (or name an attack, e.g. kmeans_seeded.grad)")
+        return self
 
 
 class AdversarySection(_Section):

@@ -93,6 +93,10 @@ def print_records(run_dir: Path, *, as_json: bool, epochs_only: bool = False, co
             print(json.dumps(record))
         return
     console = console or wide_console()
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    if summary and summary.get("headline"):
+        console.print(f"[bold]{summary['headline']}[/]", highlight=False)
     rounds = [r for r in records if r.get("type") == "round"]
     epochs = [r for r in records if r.get("type") == "epoch"]
     if rounds:
@@ -102,16 +106,14 @@ def print_records(run_dir: Path, *, as_json: bool, epochs_only: bool = False, co
     for record in records:
         if record.get("type") in ("lag", "error"):
             console.print(f"[yellow]{record['type']}[/]: {json.dumps(record)}")
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        data = json.loads(summary.read_text())
-        task = data.get("task") or {}
+    if summary:
+        task = summary.get("task") or {}
         console.print(
             f"task test accuracy: {task.get('test_accuracy')}   time to leak (>= "
-            f"{data['time_to_leak'].get('threshold')}): "
+            f"{summary['time_to_leak'].get('threshold')}): "
             + ", ".join(
                 f"{k}: round {v['round']}" if v else f"{k}: never"
-                for k, v in data["time_to_leak"].items()
+                for k, v in summary["time_to_leak"].items()
                 if k != "threshold"
             )
         )

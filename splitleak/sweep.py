@@ -31,6 +31,11 @@ def _row(defense: str, strength: float | None, summary: dict) -> dict:
         "test_accuracy": summary["task"]["test_accuracy"],
         "failure": summary["task"].get("failure"),
     }
+    verdict = summary.get("leakage") or {}
+    row["leakage.train"] = (verdict.get("train") or {}).get("accuracy")
+    row["leakage.inference"] = (verdict.get("inference") or {}).get("accuracy")
+    row["leakage.inference_attack"] = (verdict.get("inference") or {}).get("attack")
+    row["time_to_leak.round"] = (verdict.get("time_to_leak") or {}).get("round")
     train_epochs = [r["epoch"] for r in summary["attacks"] if r["phase"] == "train"]
     last = max(train_epochs) if train_epochs else None
     for r in summary["attacks"]:
@@ -75,6 +80,8 @@ def run_sweep(
         config = load_config(config_path, run_overrides)
         print(f"sweep {number}/{len(runs)}: {label}", file=sys.stderr, flush=True)
         summary = run_in_process(config) if transport == "inproc" else run_demo(config)
+        if summary.get("headline"):
+            print(f"  {summary['headline']}", file=sys.stderr, flush=True)
         rows.append(_row(name, value, summary))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -89,6 +96,7 @@ def run_sweep(
 
 # The series a sweep plot shows: the attacks that matter, one style per data kind.
 PLOTTED = (
+    "cumulative.both.train",
     "distance.grad.train",
     "kmeans_seeded.grad.train",
     "norm.grad.train",
@@ -98,7 +106,7 @@ PLOTTED = (
     "kmeans_seeded.smashed.infer",
     "train_knn.smashed.infer",
 )
-STYLES = {"grad": "-", "smashed": "--"}
+STYLES = {"grad": "-", "smashed": "--", "both": "-"}
 
 
 def plot_sweep(rows: list[dict], path: Path, *, title: str) -> None:
@@ -124,12 +132,15 @@ def plot_sweep(rows: list[dict], path: Path, *, title: str) -> None:
             continue
         attack, data, phase = key.split(".")
         xs, ys = zip(*points)
+        cumulative = attack == "cumulative"
         ax.plot(
             xs,
             ys,
             linestyle=":" if phase == "infer" else STYLES[data],
             marker="o",
-            label=f"{attack} / {data} / {phase}",
+            linewidth=3 if cumulative else 1.5,
+            color="black" if cumulative else None,
+            label="cumulative attacker (the leak)" if cumulative else f"{attack} / {data} / {phase}",
         )
     for r in rows:
         if r["test_accuracy"] is None:

@@ -36,6 +36,7 @@ class AttackContext:
     kmeans_iters: int
     seed: int
     kmeans_restarts: int = 1
+    kmeans_tol: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class AttackResult:
     scores: np.ndarray | None = None
     reference: str | None = None
     note: str | None = None
+    # Set when sample_ids reach beyond the round's batch (the cumulative attacker labels every
+    # sample seen): the batch's own predictions, which are what a round record logs.
+    batch_predictions: np.ndarray | None = None
+    # Further figures for the log (JSON-ready).
+    extra: dict | None = None
 
     def log_entry(self) -> dict:
         entry = {
@@ -69,6 +75,8 @@ class AttackResult:
             entry["reference"] = self.reference
         if self.note:
             entry["note"] = self.note
+        if self.extra:
+            entry.update(self.extra)
         return entry
 
 
@@ -78,7 +86,8 @@ class Attack:
     name = "attack"
     data_kinds: tuple[str, ...] = ("grad", "smashed")
     binary_only = False
-    # "known": the attacker's known samples; "train_labelled": training vectors labelled by an attack.
+    # "known": the attacker's known samples; "train_labelled": training vectors labelled by an attack;
+    # "tracked": class prototypes that follow the moving model (kept by the cumulative attacker).
     reference_kind = "known"
 
     def predict(self, vectors: torch.Tensor, reference: Reference, ctx: AttackContext) -> Prediction:

@@ -6,13 +6,14 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from adversary.attacks.base import ATTACKS, Attack, Prediction, Reference
-from adversary.attacks.similarity import distances, kmeans, kmeans_plus_plus, normalise
+from adversary.attacks.similarity import distances, kmeans, kmeans_plus_plus, normalise, squared_distances
 
 __all__ = [
     "DistanceAttack",
     "KMeansHungarianAttack",
     "KMeansSeededAttack",
     "PrototypeAttack",
+    "TrackingAttack",
     "TrainCentroidsAttack",
     "TrainKnnAttack",
 ]
@@ -60,6 +61,19 @@ class PrototypeAttack(Attack):
         return Prediction(classes[dist.argmin(dim=1)], _binary_score(dist, classes) if ctx.num_classes == 2 else None)
 
 
+@ATTACKS.register("tracking")
+class TrackingAttack(PrototypeAttack):
+    """Per round: nearest class prototype, prototypes tracked over recent rounds (they follow the model).
+
+    The prototypes are means of recent rounds' vectors grouped by the cumulative attacker's current
+    labels and seeded by the known samples, so a batch is compared with vectors of nearly the same
+    model rather than with a known sample's vector from many rounds ago.
+    """
+
+    name = "tracking"
+    reference_kind = "tracked"
+
+
 @ATTACKS.register("train_centroids")
 class TrainCentroidsAttack(PrototypeAttack):
     """Inference phase: nearest centroid of training smashed data labelled by a training-phase attack."""
@@ -78,20 +92,44 @@ class TrainKnnAttack(DistanceAttack):
     reference_kind = "train_labelled"
 
 
+def _name_by_known(assign_known: torch.Tensor, known_labels: torch.Tensor, seed_classes: torch.Tensor) -> torch.Tensor:
+    """Returns the class name of each cluster: the class whose known samples it holds most of.
+
+    Cluster j was seeded by seed_classes[j]; that naming breaks ties, so it
+    changes only when the known samples themselves say otherwise (e.g. two
+    known samples that converged into each other's clusters swap the names:
+    an inverted labelling the attacker recognises by itself).
+    """
+    k = len(seed_classes)
+    held = torch.zeros(k, k)
+    column = {int(c): i for i, c in enumerate(seed_classes.tolist())}
+    for cluster, label in zip(assign_known.tolist(), known_labels.tolist()):
+        if int(label) in column:
+            held[cluster, column[int(label)]] += 1.0
+    held += 0.5 * torch.eye(k)
+    rows, cols = linear_sum_assignment(-held.numpy())
+    names = seed_classes.clone()
+    names[torch.as_tensor(rows)] = seed_classes[torch.as_tensor(cols)]
+    return names
+
+
 @ATTACKS.register("kmeans_seeded")
 class KMeansSeededAttack(Attack):
-    """k-means (k = classes) on normalised vectors, centroids seeded at the known class prototypes."""
+    """k-means (k = classes) on normalised vectors, centroids seeded at the known class prototypes;
+    each cluster is then named by the known samples it holds."""
 
     name = "kmeans_seeded"
 
     def predict(self, vectors, reference, ctx):
         unit = normalise(vectors)
         seeds, classes = _class_prototypes(reference, ctx.num_classes, unit=True)
-        assign, centroids = kmeans(unit, seeds, iters=ctx.kmeans_iters)
+        assign, centroids = kmeans(unit, seeds, max_iters=ctx.kmeans_iters, tol=ctx.kmeans_tol)
+        known_assign = squared_distances(normalise(reference.vectors), centroids).argmin(dim=1)
+        names = _name_by_known(known_assign.cpu(), reference.labels.cpu(), classes.cpu()).to(assign.device)
         score = None
         if ctx.num_classes == 2:
-            score = _binary_score(torch.cdist(unit, centroids), classes)
-        return Prediction(classes[assign], score)
+            score = _binary_score(squared_distances(unit, centroids), names)
+        return Prediction(names[assign], score)
 
 
 @ATTACKS.register("kmeans_hungarian")
@@ -107,7 +145,9 @@ class KMeansHungarianAttack(Attack):
         best = None
         # Restarts from fresh k-means++ draws; the lowest within-cluster sum of squares wins.
         for _ in range(ctx.kmeans_restarts):
-            assign, centroids = kmeans(unit, kmeans_plus_plus(unit, k, generator=generator), iters=ctx.kmeans_iters)
+            assign, centroids = kmeans(
+                unit, kmeans_plus_plus(unit, k, generator=generator), max_iters=ctx.kmeans_iters, tol=ctx.kmeans_tol
+            )
             inertia = float(((unit - centroids[assign]) ** 2).sum())
             if best is None or inertia < best[0]:
                 best = inertia, assign, centroids
@@ -120,5 +160,5 @@ class KMeansHungarianAttack(Attack):
         name[torch.as_tensor(rows)] = classes[torch.as_tensor(cols)]
         score = None
         if ctx.num_classes == 2:
-            score = _binary_score(torch.cdist(unit, centroids), name)
+            score = _binary_score(squared_distances(unit, centroids), name)
         return Prediction(name[assign], score)

@@ -12,3 +12,6 @@ class GradCompression(Defense):
 
     def protect(self, cut_grad, labels):
         return topk_sparsify(cut_grad, self.cfg.fraction)
+
+    def metrics(self, *, steps: int) -> dict[str, float]:
+        return {"fraction": self.cfg.fraction}

@@ -59,7 +59,8 @@ class Marvell(Defense):
         return ((grads + noise) / batch).to(cut_grad.dtype)
 
     def metrics(self, *, steps: int) -> dict[str, float]:
-        if self.last_solution is None:
-            return {}
-        names = ("neg_parallel", "neg_perp", "pos_parallel", "pos_perp")
-        return {f"last_batch_{n}_variance": v for n, v in zip(names, self.last_solution)}
+        figures = {"scale": self.cfg.scale}
+        if self.last_solution is not None:
+            names = ("neg_parallel", "neg_perp", "pos_parallel", "pos_perp")
+            figures |= {f"last_batch_{n}_variance": v for n, v in zip(names, self.last_solution)}
+        return figures

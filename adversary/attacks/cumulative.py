@@ -1,0 +1,537 @@
+"""The cumulative attacker (beyond the paper): one label estimate per training
+sample from everything the adversary has seen so far.
+
+Every (epoch, channel) block of exchanges is one *view* of the training
+samples, in the paper's unified Euclidean space: unit gradients (so squared
+distance is 2 - 2 cos) and unit, centred smashed vectors. Labels do not change
+during training, so every view is a noisy look at one latent labelling.
+
+The model behind the fit: in view b, the vectors of class c scatter
+isotropically around a centre mu_bc with a variance sigma_b^2 of the view's
+own. Maximised over centres and variances, its classification likelihood is,
+up to constants,
+
+    -sum_b (n_b d_b / 2) log(W_b(L) / (n_b d_b))
+
+with W_b(L) the within-class sum of squares of view b under labelling L and
+d_b the view's effective dimension (the participation ratio of its
+covariance: how many directions its vectors really vary in; the gradients of
+a binary task with a one-layer top model all lie on one line, so d_b is about
+1, whatever the cut width). A view in which the classes form tight clusters
+(epoch-0 gradients, late smashed data) has a small W_b and so, in the fitting
+step, a large weight n_b d_b / (2 W_b); a view whose structure does not follow
+the labels (gradients clustered by runner-up class under momentum, Marvell's
+noise) keeps a large W_b under any labelling that fits the other views, and a
+small weight. Each
+step reassigns every sample to the class that maximises the weighted sum,
+which is a majorisation step (log W <= log W' + (W - W') / W'), so the
+criterion never increases and the fit converges.
+
+Nothing here reads ground truth. What decides between candidate labellings is
+unlabelled evidence and the attacker's prior knowledge only: first how many
+known samples the views alone place in their own class (each known sample is
+clamped to its label, so this is the views' vote against the clamp), then the
+criterion above. Candidates are the attacker's own previous labelling, the known samples alone
+(each sample first goes to its nearest known sample over all views, as seeded
+k-means starts) and the labellings of the single attacks of the same epoch, so
+the fit starts from the best of what it already holds.
+
+Between epochs it keeps up round by round: each batch is scored against class
+prototypes that follow the moving model (means of recent rounds' vectors,
+grouped by the attacker's current labels, seeded by the known samples), added
+to what earlier epochs established. A confident earlier estimate is a large
+score margin, which one round's weaker evidence does not overturn.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from adversary.attacks.similarity import normalise, squared_distances
+
+__all__ = ["CHANNELS", "CumulativeAttacker", "View", "ViewFit", "best_fit", "fit_views", "track_prototypes"]
+
+CHANNELS = ("grad", "smashed")
+
+
+@dataclass(frozen=True)
+class View:
+    """One look at some samples: their rows in the attacker's sample index, and their unit vectors.
+
+    dims is the view's effective dimension, the participation ratio (sum of the covariance's
+    eigenvalues)^2 / (sum of their squares): the number of directions the vectors really vary in.
+    """
+
+    rows: torch.Tensor
+    vectors: torch.Tensor
+    dims: float
+
+    @classmethod
+    def of(cls, rows: torch.Tensor, vectors: torch.Tensor) -> "View":
+        """Returns the view of these rows, with its effective dimension measured."""
+        centred = vectors - vectors.mean(dim=0, keepdim=True)
+        covariance = centred.T @ centred
+        total = float(torch.trace(covariance))
+        spread = float((covariance * covariance).sum())
+        dims = total * total / spread if spread > 0 else 1.0
+        return cls(rows, vectors, max(1.0, min(dims, float(vectors.shape[1]))))
+
+
+@dataclass(frozen=True)
+class ViewFit:
+    """A labelling of the rows and how well it explains the views."""
+
+    labels: torch.Tensor
+    # (rows, classes): log-likelihood of each class up to a per-row constant (-inf: class absent).
+    scores: torch.Tensor
+    # The mean log within-class variance per coordinate, sum_b n_b d_b log(W_b / (n_b d_b)) / sum_b n_b d_b:
+    # lower explains the views better (the negative log-likelihood, per coordinate and up to constants).
+    criterion: float
+    # Known samples whose best class by the views alone is their own label.
+    known_agreement: int
+    iterations: int
+
+
+def _view_scores(
+    views: list[View], labels: torch.Tensor, num_rows: int, num_classes: int
+) -> tuple[torch.Tensor, float]:
+    """Returns (scores, criterion) of a labelling: each view's centres from it, weighted by its fit."""
+    device = labels.device
+    scores = torch.zeros(num_rows, num_classes, device=device)
+    present_anywhere = torch.zeros(num_classes, dtype=torch.bool, device=device)
+    criterion, total_scale = 0.0, 0
+    for view in views:
+        x = view.vectors
+        lab = labels[view.rows]
+        have = lab >= 0
+        if not bool(have.any()):
+            continue
+        counts = torch.bincount(lab[have], minlength=num_classes)
+        present = counts > 0
+        present_anywhere |= present
+        sums = torch.zeros(num_classes, x.shape[1], device=device, dtype=x.dtype).index_add_(0, lab[have], x[have])
+        centres = sums / counts.clamp_min(1)[:, None].to(x.dtype)
+        d2 = squared_distances(x, centres)
+        # A class with no member in this view: as far as the farthest present class, for every row.
+        if not bool(present.all()):
+            worst = d2[:, present].max(dim=1, keepdim=True).values
+            d2 = torch.where(present[None, :], d2, worst)
+        n_have = int(have.sum())
+        within = float(d2[have].gather(1, lab[have][:, None]).sum())
+        scale = n_have * view.dims
+        within = max(within, 1e-12 * scale)
+        criterion += scale * math.log(within / scale)
+        total_scale += scale
+        precision = scale / (2.0 * within)
+        scores.index_add_(0, view.rows, -precision * d2)
+    scores[:, ~present_anywhere] = float("-inf")
+    return scores, criterion / max(total_scale, 1)
+
+
+def fit_views(
+    views: list[View],
+    *,
+    num_rows: int,
+    known_rows: torch.Tensor,
+    known_labels: torch.Tensor,
+    num_classes: int,
+    init: torch.Tensor,
+    max_iters: int = 100,
+) -> ViewFit:
+    """Returns the labelling reached from init by the weighted multi-view fit, known samples clamped.
+
+    Rows that no view covers keep label -1. Rows labelled -1 in init join the fit at its first step
+    (an init of all -1 starts from the known samples alone: each class's centre is its known samples).
+    """
+    covered = torch.zeros(num_rows, dtype=torch.bool, device=init.device)
+    for view in views:
+        covered[view.rows] = True
+    labels = init.clone()
+    labels[known_rows] = known_labels
+    agreement, iterations = 0, 0
+    scores = torch.full((num_rows, num_classes), float("-inf"), device=init.device)
+    criterion = float("inf")
+    for iterations in range(1, max_iters + 1):
+        scores, criterion = _view_scores(views, labels, num_rows, num_classes)
+        proposal = scores.argmax(dim=1)
+        proposal[~covered] = -1
+        agreement = int((proposal[known_rows] == known_labels).sum())
+        proposal[known_rows] = known_labels
+        if torch.equal(proposal, labels):
+            break
+        labels = proposal
+    return ViewFit(labels, scores, criterion, agreement, iterations)
+
+
+def best_fit(
+    views: list[View],
+    *,
+    num_rows: int,
+    known_rows: torch.Tensor,
+    known_labels: torch.Tensor,
+    num_classes: int,
+    candidates: dict[str, torch.Tensor],
+    max_iters: int = 100,
+    incumbent: str | None = None,
+    switch_margin: float = 0.01,
+) -> tuple[str, ViewFit]:
+    """Returns (name of the starting labelling, fit) of the best fit from any candidate.
+
+    Best: most known samples placed in their own class by the views, then the lowest criterion.
+    The fit from the incumbent candidate (the attacker's own labelling) stays unless another places
+    more known samples, or as many with a criterion lower by more than switch_margin (the
+    within-class variance smaller by about that fraction): views that do not follow the labels
+    leave small differences of fit, which must not overturn what the attacker already holds.
+    Identical candidates are fitted once (the first name is kept).
+    """
+    fits: list[tuple[str, ViewFit]] = []
+    seen: list[torch.Tensor] = []
+    for name, init in candidates.items():
+        if any(torch.equal(init, other) for other in seen):
+            continue
+        seen.append(init)
+        fit = fit_views(
+            views,
+            num_rows=num_rows,
+            known_rows=known_rows,
+            known_labels=known_labels,
+            num_classes=num_classes,
+            init=init,
+            max_iters=max_iters,
+        )
+        fits.append((name, fit))
+    name, fit = min(fits, key=lambda item: (-item[1].known_agreement, item[1].criterion))
+    held = next((item for item in fits if item[0] == incumbent), None)
+    if held is not None and held[1].known_agreement == fit.known_agreement:
+        if held[1].criterion - fit.criterion <= switch_margin:
+            return held
+    return name, fit
+
+
+def track_prototypes(
+    prototypes: torch.Tensor, mass: torch.Tensor, vectors: torch.Tensor, labels: torch.Tensor, *, decay: float
+) -> None:
+    """Moves class prototypes towards one round's vectors, in place: the older rounds' weight decays.
+
+    prototypes (classes, d) and mass (classes,) are the running weighted means and their weights;
+    rows labelled -1 are skipped.
+    """
+    mass.mul_(decay)
+    have = labels >= 0
+    if not bool(have.any()):
+        return
+    k = prototypes.shape[0]
+    counts = torch.bincount(labels[have], minlength=k).to(prototypes.dtype)
+    sums = torch.zeros_like(prototypes).index_add_(0, labels[have], vectors[have])
+    hit = counts > 0
+    prototypes[hit] = (prototypes[hit] * mass[hit, None] + sums[hit]) / (mass[hit] + counts[hit])[:, None]
+    mass += counts
+
+
+def _normalised_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Returns scores shifted so that each row's log-sum-exp is 0 (log-posteriors); -inf stays -inf."""
+    finite = torch.isfinite(scores).any(dim=1, keepdim=True)
+    shifted = scores - torch.logsumexp(scores, dim=1, keepdim=True)
+    return torch.where(finite, shifted, torch.zeros_like(scores))
+
+
+@dataclass(frozen=True)
+class RoundUpdate:
+    """What one round changed: the batch's estimate and how many earlier estimates a refit revised."""
+
+    batch_predictions: np.ndarray
+    changed: int
+    refit: bool
+
+
+class CumulativeAttacker:
+    """Holds one label estimate for every training sample seen, refined after every round and epoch.
+
+    Fed vectors and the attacker's prior knowledge (known sample ids and labels) only. Rounds go
+    through frame() (the batch in the attacker's unified space) and then update(); epoch ends
+    through end_epoch(), which may also start from the labellings of the single attacks.
+    """
+
+    def __init__(
+        self,
+        *,
+        known_label_of: dict[int, int],
+        num_classes: int,
+        width_limit: int,
+        projected_dim: int,
+        seed: int,
+        halflife_rounds: float = 8.0,
+        refit_growth: float = 1.25,
+        max_iters: int = 100,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.known_label_of = dict(known_label_of)
+        self.num_classes = num_classes
+        self.width_limit = width_limit
+        self.projected_dim = projected_dim
+        self.seed = seed
+        self.decay = 0.5 ** (1.0 / halflife_rounds)
+        self.refit_growth = refit_growth
+        self.max_iters = max_iters
+        self.device = torch.device(device)
+        self._row_of: dict[int, int] = {}
+        self._ids: list[int] = []
+        self.labels = torch.empty(0, dtype=torch.long, device=self.device)
+        # Log-posterior from the last fit (rows seen since have none: zeros), and the latest
+        # scores of every row (the prior plus the round that last saw it), for AUC.
+        self._prior = torch.zeros(0, num_classes, device=self.device)
+        self._latest = torch.zeros(0, num_classes, device=self.device)
+        self._views: list[View] = []
+        self._projection: torch.Tensor | None = None
+        # This epoch's rounds: rows and projected (not yet normalised) vectors per channel.
+        self._rounds: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+        self._smashed_sum: torch.Tensor | None = None
+        self._smashed_count = 0
+        self._smashed_centre: torch.Tensor | None = None
+        self._prototypes: torch.Tensor | None = None  # (channels, classes, d)
+        self._mass = torch.zeros(len(CHANNELS), num_classes, device=self.device)
+        self._valid = torch.zeros(num_classes, dtype=torch.bool, device=self.device)
+        self._mean_sq = torch.ones(len(CHANNELS), device=self.device)
+        self._rows_at_last_fit = 0
+        self.last_choice: str | None = None
+
+    # -- sample index ------------------------------------------------------------------
+
+    def _rows(self, ids: np.ndarray) -> torch.Tensor:
+        added = 0
+        for sid in ids.tolist():
+            if sid not in self._row_of:
+                self._row_of[sid] = len(self._ids)
+                self._ids.append(sid)
+                added += 1
+        if added:
+            self.labels = torch.cat([self.labels, torch.full((added,), -1, dtype=torch.long, device=self.device)])
+            fresh = torch.zeros(added, self.num_classes, device=self.device)
+            self._prior = torch.cat([self._prior, fresh])
+            self._latest = torch.cat([self._latest, fresh])
+        return torch.as_tensor([self._row_of[s] for s in ids.tolist()], dtype=torch.long, device=self.device)
+
+    @property
+    def seen_ids(self) -> np.ndarray:
+        """Returns the ids of every training sample seen so far, in the order first seen."""
+        return np.asarray(self._ids, dtype=np.int64)
+
+    def labels_of(self, ids: np.ndarray) -> np.ndarray:
+        """Returns the current estimate for ids (-1 where none is held)."""
+        rows = [self._row_of.get(int(s)) for s in ids.tolist()]
+        labels = self.labels.cpu().numpy()
+        return np.asarray([-1 if r is None else labels[r] for r in rows], dtype=np.int64)
+
+    def _known(self) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [(self._row_of[s], y) for s, y in self.known_label_of.items() if s in self._row_of]
+        rows = torch.as_tensor([r for r, _ in pairs], dtype=torch.long, device=self.device)
+        labels = torch.as_tensor([y for _, y in pairs], dtype=torch.long, device=self.device)
+        return rows, labels
+
+    # -- the attacker's frame -------------------------------------------------------------
+
+    def _project(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Returns flattened vectors, randomly projected to projected_dim when wider than width_limit.
+
+        A seeded Gaussian projection (Johnson-Lindenstrauss) keeps distances and needs no fit, so the
+        first round of a run is already in the same space as its last, live and in replay alike.
+        """
+        x = vectors.reshape(len(vectors), -1).to(self.device, torch.float32)
+        if x.shape[1] <= self.width_limit:
+            return x
+        if self._projection is None or self._projection.shape[0] != x.shape[1]:
+            generator = torch.Generator().manual_seed(self.seed * 7_919 + x.shape[1])
+            matrix = torch.randn(x.shape[1], self.projected_dim, generator=generator) / math.sqrt(self.projected_dim)
+            self._projection = matrix.to(self.device)
+        return x @ self._projection
+
+    def frame(self, ids: np.ndarray, grad: torch.Tensor, smashed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Records one round and returns its vectors in the unified space: unit gradients, unit centred smashed."""
+        rows = self._rows(ids)
+        raw = {"grad": self._project(grad), "smashed": self._project(smashed)}
+        self._rounds.append((rows, raw))
+        batch_sum = raw["smashed"].sum(dim=0)
+        self._smashed_sum = batch_sum if self._smashed_sum is None else self._smashed_sum + batch_sum
+        self._smashed_count += len(rows)
+        self._smashed_centre = self._smashed_sum / self._smashed_count
+        return self._unit(raw, self._smashed_centre)
+
+    @staticmethod
+    def _unit(raw: dict[str, torch.Tensor], centre: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"grad": normalise(raw["grad"]), "smashed": normalise(raw["smashed"] - centre)}
+
+    def tracked_prototypes(self, channel: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Returns (prototypes, classes) of the classes tracked so far in a channel, or None."""
+        if self._prototypes is None or not bool(self._valid.any()):
+            return None
+        classes = self._valid.nonzero().squeeze(1)
+        return self._prototypes[CHANNELS.index(channel)][classes], classes
+
+    # -- rounds ------------------------------------------------------------------------
+
+    def _evidence(self, unit: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Returns (batch, classes) scores of one round against the tracked prototypes (-inf: untracked class)."""
+        n = len(unit["grad"])
+        scores = torch.zeros(n, self.num_classes, device=self.device)
+        if self._prototypes is None:
+            return scores
+        for c, channel in enumerate(CHANNELS):
+            x = unit[channel]
+            precision = x.shape[1] / (2.0 * float(self._mean_sq[c]))
+            scores -= precision * squared_distances(x, self._prototypes[c])
+        scores[:, ~self._valid] = float("-inf")
+        return scores
+
+    def _track(self, rows: torch.Tensor, unit: dict[str, torch.Tensor]) -> None:
+        labels = self.labels[rows]
+        d = unit["grad"].shape[1]
+        if self._prototypes is None:
+            self._prototypes = torch.zeros(len(CHANNELS), self.num_classes, d, device=self.device)
+        fresh = torch.zeros(self.num_classes, dtype=torch.bool, device=self.device)
+        have = labels >= 0
+        fresh[labels[have]] = True
+        fresh &= ~self._valid
+        tracked = have.clone()
+        tracked[have] = self._valid[labels[have]]
+        for c, channel in enumerate(CHANNELS):
+            x = unit[channel]
+            if bool(tracked.any()):
+                residual = ((x[tracked] - self._prototypes[c][labels[tracked]]) ** 2).sum(dim=1).mean()
+                self._mean_sq[c] = self.decay * self._mean_sq[c] + (1 - self.decay) * residual.clamp_min(1e-6)
+            track_prototypes(self._prototypes[c], self._mass[c], x, labels, decay=self.decay)
+        self._valid |= fresh
+
+    def update(self, ids: np.ndarray, unit: dict[str, torch.Tensor]) -> RoundUpdate:
+        """Returns the estimate for the batch after folding in one round (framed by frame() just before)."""
+        rows = self._rows(ids)
+        scores = self._prior[rows] + self._evidence(unit)
+        predictions = torch.where(torch.isfinite(scores).any(dim=1), scores.argmax(dim=1), -1)
+        known_here = [i for i, s in enumerate(ids.tolist()) if s in self.known_label_of]
+        new_class = False
+        for i in known_here:
+            label = self.known_label_of[int(ids[i])]
+            predictions[i] = label
+            new_class |= not bool(self._valid[label])
+        self.labels[rows] = predictions
+        self._latest[rows] = _normalised_scores(scores)
+        self._track(rows, unit)
+        refit = new_class or len(self._ids) >= self._rows_at_last_fit * self.refit_growth
+        changed = 0
+        if refit and int(self._valid.sum()) >= 2:
+            before = self.labels.clone()
+            views = self._views + self._epoch_views()
+            starts = {"current": self.labels, "known samples": torch.full_like(self.labels, -1)}
+            eliminated = self._by_elimination(views)
+            if eliminated is not None:
+                starts["elimination"] = eliminated
+            self._fit(starts, views=views, incumbent="current")
+            changed = int(((before >= 0) & (before != self.labels)).sum())
+        else:
+            refit = False
+        return RoundUpdate(self.labels[rows].cpu().numpy().astype(np.int64), changed, refit)
+
+    def _by_elimination(self, views: list[View]) -> torch.Tensor | None:
+        """Returns a starting labelling with a cluster for the one class no known sample has named yet.
+
+        The number of classes is public: once all classes but one have a known sample, the samples
+        that fit the named classes worst can only be the last class. They seed its cluster (the
+        fit keeps it only if it explains the views better). None unless exactly one class is unnamed.
+        """
+        missing = (~self._valid).nonzero().squeeze(1)
+        if len(missing) != 1 or self.num_classes < 3:
+            return None
+        scores, _ = _view_scores(views, self.labels, len(self._ids), self.num_classes)
+        fit_of_row = scores.max(dim=1).values
+        labelled = (self.labels >= 0).nonzero().squeeze(1)
+        worst = labelled[fit_of_row[labelled].argsort()[: max(1, len(labelled) // self.num_classes)]]
+        start = self.labels.clone()
+        start[worst] = int(missing[0])
+        return start
+
+    def binary_scores(self, ids: np.ndarray | None = None) -> np.ndarray | None:
+        """Returns class-1-minus-class-0 scores of ids (default: every sample seen), for AUC on binary tasks."""
+        if self.num_classes != 2:
+            return None
+        latest = self._latest if ids is None else self._latest[self._rows(ids)]
+        return (latest[:, 1] - latest[:, 0]).nan_to_num(0.0, 0.0, 0.0).cpu().numpy()
+
+    # -- fits ----------------------------------------------------------------------------
+
+    def _epoch_views(self) -> list[View]:
+        if not self._rounds:
+            return []
+        rows = torch.cat([r for r, _ in self._rounds])
+        raw = {ch: torch.cat([v[ch] for _, v in self._rounds]) for ch in CHANNELS}
+        unit = self._unit(raw, raw["smashed"].mean(dim=0))
+        return [View.of(rows, unit[ch]) for ch in CHANNELS]
+
+    def _fit(self, candidates: dict[str, torch.Tensor], *, views: list[View], incumbent: str) -> None:
+        known_rows, known_labels = self._known()
+        name, fit = best_fit(
+            views,
+            num_rows=len(self._ids),
+            known_rows=known_rows,
+            known_labels=known_labels,
+            num_classes=self.num_classes,
+            candidates=candidates,
+            max_iters=self.max_iters,
+            incumbent=incumbent,
+        )
+        covered = fit.labels >= 0
+        self.labels = torch.where(covered, fit.labels, self.labels)
+        self._prior = torch.where(covered[:, None], _normalised_scores(fit.scores), self._prior)
+        self._latest = torch.where(covered[:, None], self._prior, self._latest)
+        self._rows_at_last_fit = len(self._ids)
+        self.last_choice = name
+        self._retrack()
+        if self._prototypes is not None:
+            self._valid |= self._mass.sum(dim=0) > 0
+
+    def _retrack(self) -> None:
+        """Rebuilds the tracked prototypes from this epoch's rounds under the current labels."""
+        if self._prototypes is None or not self._rounds:
+            return
+        self._prototypes.zero_()
+        self._mass.zero_()
+        centre = self._smashed_centre
+        residuals = torch.zeros(len(CHANNELS), device=self.device)
+        count = 0
+        for rows, raw in self._rounds:
+            unit = self._unit(raw, centre)
+            labels = self.labels[rows]
+            for c, channel in enumerate(CHANNELS):
+                track_prototypes(self._prototypes[c], self._mass[c], unit[channel], labels, decay=self.decay)
+        for rows, raw in self._rounds:
+            unit = self._unit(raw, centre)
+            labels = self.labels[rows]
+            have = labels >= 0
+            for c, channel in enumerate(CHANNELS):
+                residuals[c] += ((unit[channel][have] - self._prototypes[c][labels[have]]) ** 2).sum()
+            count += int(have.sum())
+        if count:
+            self._mean_sq = (residuals / count).clamp_min(1e-6)
+
+    def end_epoch(self, ids: np.ndarray, candidates: dict[str, np.ndarray]) -> np.ndarray:
+        """Returns the estimate for ids after fitting every view so far, from the best starting labelling.
+
+        candidates: labellings of ids (one per single attack of this epoch); the attacker's own
+        current labelling is always a candidate too.
+        """
+        epoch_views = self._epoch_views()
+        rows = self._rows(ids)
+        starts = {"cumulative": self.labels.clone(), "known samples": torch.full_like(self.labels, -1)}
+        for name, predictions in candidates.items():
+            init = self.labels.clone()
+            init[rows] = torch.as_tensor(predictions, dtype=torch.long, device=self.device)
+            starts[name] = init
+        if self._known()[0].numel():
+            self._fit(starts, views=self._views + epoch_views, incumbent="cumulative")
+        self._views += epoch_views
+        # The next epoch starts from this epoch's frame: its smashed centre and the prototypes just rebuilt.
+        self._rounds = []
+        self._smashed_sum, self._smashed_count = None, 0
+        return self.labels[rows].cpu().numpy().astype(np.int64)

@@ -1,0 +1,181 @@
+"""The cumulative attacker: its fit against independent computations, and what it must never do."""
+
+import inspect
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.cluster import KMeans
+
+from adversary.attacks.cumulative import CumulativeAttacker, View, best_fit, fit_views
+from adversary.attacks.similarity import normalise
+
+
+def _clusters(labels: torch.Tensor, dim: int, *, spread: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    k = int(labels.max()) + 1
+    centres = normalise(torch.randn(k, dim, generator=g))
+    return normalise(centres[labels] + spread * torch.randn(len(labels), dim, generator=g))
+
+
+def _labels(n_per: int, k: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.arange(k).repeat_interleave(n_per)[torch.randperm(n_per * k, generator=g)]
+
+
+def _known(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = torch.as_tensor([int((labels == c).nonzero()[0]) for c in labels.unique()])
+    return rows, labels[rows]
+
+
+def _criterion_numpy(views, labels, k) -> float:
+    """sum_b n_b d_b log(W_b / (n_b d_b)) / sum_b n_b d_b, d_b the participation ratio, computed with NumPy."""
+    total, scales = 0.0, 0.0
+    for view in views:
+        x, lab = view.vectors.numpy().astype(np.float64), labels[view.rows].numpy()
+        within = sum(((x[lab == c] - x[lab == c].mean(axis=0)) ** 2).sum() for c in range(k) if (lab == c).any())
+        eigenvalues = np.linalg.eigvalsh(np.cov(x, rowvar=False))
+        dims = eigenvalues.sum() ** 2 / (eigenvalues**2).sum()
+        scale = len(x) * dims
+        total += scale * math.log(within / scale)
+        scales += scale
+    return total / scales
+
+
+def test_one_view_without_known_samples_is_lloyds_kmeans():
+    """With one view the weights cancel: the fit is Lloyd's k-means, as scikit-learn runs it."""
+    labels = _labels(40, 5)
+    x = _clusters(labels, 12, spread=0.9, seed=1)
+    init = torch.randint(5, (len(labels),), generator=torch.Generator().manual_seed(2))
+    fit = fit_views(
+        [View.of(torch.arange(len(x)), x)],
+        num_rows=len(x),
+        known_rows=torch.empty(0, dtype=torch.long),
+        known_labels=torch.empty(0, dtype=torch.long),
+        num_classes=5,
+        init=init,
+        max_iters=300,
+    )
+    centres = torch.stack([x[init == c].mean(dim=0) for c in range(5)])
+    theirs = KMeans(5, init=centres.numpy(), n_init=1, max_iter=300, tol=0.0).fit(x.numpy())
+    assert np.array_equal(fit.labels.numpy(), theirs.labels_)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), spread=st.floats(0.3, 2.0))
+def test_the_criterion_never_increases_and_matches_numpy(seed, spread):
+    labels = _labels(30, 4, seed)
+    views = [View.of(torch.arange(len(labels)), _clusters(labels, 8, spread=spread, seed=seed + b)) for b in range(3)]
+    known_rows, known_labels = _known(labels)
+    init = torch.randint(4, (len(labels),), generator=torch.Generator().manual_seed(seed))
+    previous = float("inf")
+    for iters in range(1, 8):
+        fit = fit_views(
+            views,
+            num_rows=len(labels),
+            known_rows=known_rows,
+            known_labels=known_labels,
+            num_classes=4,
+            init=init,
+            max_iters=iters,
+        )
+        # fit.criterion is that of the labelling its last step started from.
+        assert fit.criterion <= previous + 1e-6 * abs(previous if math.isfinite(previous) else 1.0)
+        previous = fit.criterion
+    one_more = fit_views(
+        views, num_rows=len(labels), known_rows=known_rows, known_labels=known_labels,
+        num_classes=4, init=fit.labels, max_iters=1,
+    )
+    assert one_more.criterion == pytest.approx(_criterion_numpy(views, fit.labels, 4), rel=1e-4)
+
+
+def test_the_labelling_most_views_share_beats_a_view_that_disagrees():
+    """Two views follow the labels; a third, as clean, is clustered by something else: the labels win,
+    even when the fit starts from the third view's partition."""
+    labels = _labels(60, 4, seed=3)
+    other = _labels(60, 4, seed=4)  # a structure unrelated to the labels
+    rows = torch.arange(len(labels))
+    views = [
+        View.of(rows, _clusters(labels, 16, spread=0.4, seed=5)),
+        View.of(rows, _clusters(labels, 16, spread=0.4, seed=6)),
+        View.of(rows, _clusters(other, 16, spread=0.4, seed=7)),
+    ]
+    known_rows, known_labels = _known(labels)
+    name, fit = best_fit(
+        views,
+        num_rows=len(labels),
+        known_rows=known_rows,
+        known_labels=known_labels,
+        num_classes=4,
+        candidates={"spurious": other.clone(), "known samples": torch.full_like(labels, -1)},
+    )
+    assert (fit.labels == labels).float().mean() > 0.97
+
+
+def _feed_epoch(attacker, ids, grad, smashed, batch=32):
+    for start in range(0, len(ids), batch):
+        sl = slice(start, start + batch)
+        unit = attacker.frame(ids[sl], grad[sl], smashed[sl])
+        attacker.update(ids[sl], unit)
+    order = np.argsort(ids)
+    return attacker.end_epoch(ids[order], {}), ids[order]
+
+
+def test_weaker_evidence_later_does_not_overwrite_what_the_attacker_knew():
+    labels = _labels(64, 4, seed=8)
+    ids = np.arange(len(labels)) * 3 + 7
+    known_rows, known_labels = _known(labels)
+    attacker = CumulativeAttacker(
+        known_label_of=dict(zip(ids[known_rows.numpy()].tolist(), known_labels.tolist())),
+        num_classes=4,
+        width_limit=256,
+        projected_dim=64,
+        seed=0,
+    )
+    clean = _clusters(labels, 16, spread=0.1, seed=9)
+    first, order = _feed_epoch(attacker, ids, clean, clean)
+    truth = labels.numpy()[np.argsort(ids)]
+    assert (first == truth).mean() == 1.0
+    g = torch.Generator().manual_seed(10)
+    for epoch in range(3):
+        noise = normalise(torch.randn(len(ids), 16, generator=g))
+        shuffled = np.random.default_rng(epoch).permutation(len(ids))
+        later, _ = _feed_epoch(attacker, ids[shuffled], noise[shuffled], noise[shuffled])
+        assert (later == truth).mean() == 1.0, f"epoch {epoch + 1} of pure noise overwrote the labelling"
+
+
+def test_the_last_unnamed_class_is_named_by_elimination():
+    """Known samples name three classes; the number of classes is public, so the fourth cluster is class 3."""
+    labels = _labels(64, 4, seed=11)
+    ids = np.arange(len(labels))
+    known_rows, known_labels = _known(labels)
+    keep = known_labels != 3
+    attacker = CumulativeAttacker(
+        known_label_of=dict(zip(known_rows[keep].tolist(), known_labels[keep].tolist())),
+        num_classes=4,
+        width_limit=256,
+        projected_dim=64,
+        seed=0,
+    )
+    x = _clusters(labels, 16, spread=0.1, seed=12)
+    predictions, order = _feed_epoch(attacker, ids, x, x)
+    assert (predictions == labels.numpy()[order]).mean() == 1.0
+
+
+def test_wide_vectors_are_projected_to_the_same_space_every_round():
+    attacker = CumulativeAttacker(known_label_of={0: 0}, num_classes=2, width_limit=32, projected_dim=8, seed=5)
+    x = torch.randn(4, 100)
+    first = attacker.frame(np.arange(4), x, x)["grad"]
+    again = attacker.frame(np.arange(4, 8), x, x)["grad"]
+    assert first.shape == (4, 8) and torch.allclose(first, again)
+
+
+def test_the_cumulative_attacker_cannot_receive_ground_truth():
+    forbidden = {"labels", "ground_truth", "truth", "y", "true_labels"}
+    for method in (CumulativeAttacker.__init__, CumulativeAttacker.frame, CumulativeAttacker.update):
+        assert not forbidden & set(inspect.signature(method).parameters), method.__name__
+    # end_epoch's candidates are other attacks' predictions, never labels.
+    assert list(inspect.signature(CumulativeAttacker.end_epoch).parameters) == ["self", "ids", "candidates"]
