@@ -6,7 +6,7 @@ import logging
 
 from adversary.proxy import serve_proxy
 from adversary.tap import build_tap
-from splitleak.entry import announce_ready, exit_on_data_error, parse_process_args, serve_until_done, stop_event
+from splitleak.entry import announce_ready, exit_on_bad_input, parse_process_args, serve_until_done, stop_event
 
 log = logging.getLogger("adversary")
 
@@ -14,7 +14,7 @@ log = logging.getLogger("adversary")
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_process_args("adversary", "Run the adversary proxy in front of the label party.", argv)
     stop = stop_event()
-    running = serve_proxy(config, exit_on_data_error("adversary", lambda: build_tap(config)))
+    running = serve_proxy(config, exit_on_bad_input("adversary", lambda: build_tap(config)))
     announce_ready(args.ready_file, role="adversary", port=running.port)
     serve_until_done(stop, running.tap.finished, exit_after_finish=config.adversary.exit_after_finish, prog="adversary")
     running.stop(grace_s=5.0)

@@ -2,7 +2,14 @@
 
 It holds the attacker's prior knowledge (known sample ids and labels) and
 what it learnt during the run (the latest vectors of the known samples, the
-last epoch's labelled training smashed data). It never sees ground truth.
+last epoch's labelled training smashed data, the cumulative attacker's state).
+It never sees ground truth.
+
+Vectors wider than adversary.attacks.pca_above are reduced to pca_dim: at each
+epoch end one PCA per data kind (gradients, smashed data) is fitted on the
+epoch's vectors and every attack of that epoch works in it; rounds of the next
+epoch (and the inference pass) are projected on those axes. Before the first
+fit, rounds use a seeded random projection.
 """
 
 from __future__ import annotations
@@ -15,13 +22,19 @@ import torch
 
 from adversary.attacks import ATTACKS, AttackContext, AttackResult, Reference
 from adversary.attacks.cumulative import CumulativeAttacker
-from adversary.attacks.similarity import reduce_dim
+from adversary.attacks.similarity import Frame, fit_pca, random_frame
 
 log = logging.getLogger(__name__)
 
 __all__ = ["AttackEngine"]
 
 MEASURES = {"grad": "cosine", "smashed": "euclidean", "none": "euclidean"}
+KINDS = ("grad", "smashed")
+
+
+def _flat(vectors: torch.Tensor) -> torch.Tensor:
+    """Returns one row per sample: attacks see a convolutional cut's feature maps as flat vectors."""
+    return vectors.reshape(len(vectors), -1)
 
 
 class AttackEngine:
@@ -40,17 +53,18 @@ class AttackEngine:
         self.device = torch.device(device)
         self.seed = seed
         self.known_label_of = {int(i): int(y) for i, y in zip(known_ids, known_labels)}
-        # Latest vector of each known sample, per data kind, updated as rounds arrive.
+        # Latest (flat, full-width) vector of each known sample, per data kind, updated as rounds arrive.
         self._latest: dict[str, dict[int, torch.Tensor]] = {"grad": {}, "smashed": {}}
+        # The frame of each data kind: fitted at the last epoch end, or random before the first (None: narrow).
+        self._frames: dict[str, Frame | None] = {"grad": None, "smashed": None}
         self._last_epoch_known_smashed: Reference | None = None
+        # Training smashed data of the last epoch, in the smashed frame, labelled by the labeller.
         self._train_labelled: Reference | None = None
         self._previous_cumulative: tuple[np.ndarray, np.ndarray] | None = None
         self.cumulative = (
             CumulativeAttacker(
                 known_label_of=self.known_label_of,
                 num_classes=num_classes,
-                width_limit=attack_cfg.pca_above,
-                projected_dim=attack_cfg.pca_dim,
                 seed=seed,
                 halflife_rounds=attack_cfg.tracking_halflife,
                 refit_growth=attack_cfg.refit_growth,
@@ -59,6 +73,41 @@ class AttackEngine:
             if attack_cfg.cumulative
             else None
         )
+
+    # -- frames ----------------------------------------------------------------------
+
+    def _round_frame(self, data: str, width: int) -> Frame | None:
+        """Returns the frame rounds of this data kind are projected on (None: narrow enough as they are)."""
+        if width <= self.cfg.pca_above:
+            return None
+        frame = self._frames[data]
+        if frame is None or frame.width != width:
+            frame = random_frame(width, self.cfg.pca_dim, seed=self.seed + KINDS.index(data), device=self.device)
+            self._frames[data] = frame
+        return frame
+
+    def _fit_frame(self, data: str, vectors: torch.Tensor, epoch: int) -> Frame | None:
+        """Fits the frame of one data kind on an epoch's vectors (once, for every attack of the epoch)."""
+        if vectors.shape[1] <= self.cfg.pca_above:
+            return None
+        frame = fit_pca(
+            vectors,
+            dim=self.cfg.pca_dim,
+            seed=self.seed * 1_000 + epoch * 2 + KINDS.index(data),
+            max_rows=self.cfg.pca_fit_samples,
+        )
+        self._frames[data] = frame
+        return frame
+
+    @staticmethod
+    def _in(frame: Frame | None, vectors: torch.Tensor) -> torch.Tensor:
+        return vectors if frame is None else frame.project(vectors)
+
+    def _reference_in(self, frame: Frame | None, reference: Reference | None) -> Reference | None:
+        if reference is None:
+            return None
+        vectors = self._in(frame, reference.vectors.to(self.device))
+        return Reference(vectors, reference.labels.to(self.device), reference.source)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -76,14 +125,16 @@ class AttackEngine:
         data: str,
         phase: str,
         ids: np.ndarray,
-        vectors: torch.Tensor,
+        x: torch.Tensor,
         references: dict[str, Reference | None],
         round_seed: int,
         with_baselines: bool,
     ) -> list[AttackResult]:
-        """Returns the results of the named attacks that apply to this data kind and task."""
-        references = {**references, "none": Reference(vectors[:0], torch.empty(0, dtype=torch.long), "none")}
-        reduced: dict[str, tuple[torch.Tensor, Reference]] = {}
+        """Returns the results of the named attacks that apply to this data kind and task.
+
+        x and the references are already in one frame; the random guess needs no vectors at all.
+        """
+        references = {**references, "none": Reference(x[:0], torch.empty(0, dtype=torch.long), "none")}
         results = []
         for name in names:
             attack = ATTACKS.get(name)()
@@ -103,15 +154,6 @@ class AttackEngine:
                 )
                 continue
             start = time.perf_counter()
-            if ref_kind not in reduced:
-                x, (ref_vectors,) = reduce_dim(
-                    vectors.to(self.device),
-                    [reference.vectors.to(self.device)],
-                    above=self.cfg.pca_above,
-                    dim=self.cfg.pca_dim,
-                )
-                reduced[ref_kind] = x, Reference(ref_vectors, reference.labels.to(self.device), reference.source)
-            x, ref = reduced[ref_kind]
             ctx = AttackContext(
                 num_classes=self.num_classes,
                 measure=MEASURES[kind],
@@ -120,7 +162,7 @@ class AttackEngine:
                 kmeans_tol=self.cfg.kmeans_tol,
                 seed=self.seed * 100003 + round_seed,
             )
-            prediction = attack.predict(x, ref, ctx)
+            prediction = attack.predict(x.to(self.device), reference, ctx)
             results.append(
                 AttackResult(
                     name,
@@ -130,7 +172,7 @@ class AttackEngine:
                     prediction.labels.cpu().numpy().astype(np.int64),
                     time.perf_counter() - start,
                     scores=None if prediction.scores is None else prediction.scores.cpu().numpy(),
-                    reference=None if guess else ref.source,
+                    reference=None if guess else reference.source,
                 )
             )
         return results
@@ -140,16 +182,42 @@ class AttackEngine:
     def train_round(self, ids: np.ndarray, smashed: torch.Tensor, grad: torch.Tensor) -> list[AttackResult]:
         """Returns the per-round attacks on one batch (against the latest known vectors seen so far, or
         against the tracked prototypes), then the cumulative attacker's estimate after this round."""
+        batch = {"grad": _flat(grad).to(self.device), "smashed": _flat(smashed).to(self.device)}
+        frames = {data: self._round_frame(data, v.shape[1]) for data, v in batch.items()}
+        framed = {data: self._in(frames[data], v) for data, v in batch.items()}
         tracked = [n for n in self.cfg.per_round if ATTACKS.get(n).reference_kind == "tracked"]
-        results = self._known_round(ids, smashed, grad, [n for n in self.cfg.per_round if n not in tracked])
+        known = [n for n in self.cfg.per_round if n not in tracked]
+        results = []
+        for data in KINDS:
+            latest = self._latest[data]
+            for row, sid in enumerate(ids.tolist()):
+                if sid in self.known_label_of:
+                    latest[sid] = batch[data][row]
+            reference = None
+            if latest:
+                order = sorted(latest)
+                reference = Reference(
+                    torch.stack([latest[i] for i in order]),
+                    torch.tensor([self.known_label_of[i] for i in order]),
+                    f"latest vectors of {len(order)} known samples",
+                )
+            results += self._run(
+                known,
+                data,
+                "train",
+                ids,
+                framed[data],
+                {"known": self._reference_in(frames[data], reference)},
+                round_seed=int(ids[0]),
+                with_baselines=data == "grad",
+            )
         if self.cumulative is None:
-            for data in ("grad", "smashed"):
-                vectors = grad if data == "grad" else smashed
-                results += self._run(tracked, data, "train", ids, vectors, {"tracked": None}, int(ids[0]), False)
+            for data in KINDS:
+                results += self._run(tracked, data, "train", ids, framed[data], {"tracked": None}, int(ids[0]), False)
             return results
         start = time.perf_counter()
-        unit = self.cumulative.frame(ids, grad, smashed)
-        for data in ("grad", "smashed"):
+        unit = self.cumulative.frame(ids, framed["grad"], framed["smashed"])
+        for data in KINDS:
             prototypes = self.cumulative.tracked_prototypes(data)
             reference = None
             if prototypes is not None:
@@ -173,44 +241,21 @@ class AttackEngine:
         )
         return results
 
-    def _known_round(self, ids: np.ndarray, smashed: torch.Tensor, grad: torch.Tensor, names: list[str]):
-        results = []
-        for data, vectors in (("grad", grad), ("smashed", smashed)):
-            latest = self._latest[data]
-            for row, sid in enumerate(ids.tolist()):
-                if sid in self.known_label_of:
-                    latest[sid] = vectors[row]
-            reference = None
-            if latest:
-                known = sorted(latest)
-                reference = Reference(
-                    torch.stack([latest[i] for i in known]),
-                    torch.tensor([self.known_label_of[i] for i in known]),
-                    f"latest vectors of {len(known)} known samples",
-                )
-            results += self._run(
-                names,
-                data,
-                "train",
-                ids,
-                vectors,
-                {"known": reference},
-                round_seed=int(ids[0]),
-                with_baselines=data == "grad",
-            )
-        return results
-
     def train_epoch(self, epoch: int, ids: np.ndarray, smashed: torch.Tensor, grad: torch.Tensor) -> list[AttackResult]:
         """Returns the full-epoch attacks, with the known samples' vectors from the same epoch."""
+        raw = {"grad": _flat(grad).to(self.device), "smashed": _flat(smashed).to(self.device)}
+        reduced = {}
         results = []
-        for data, vectors in (("grad", grad), ("smashed", smashed)):
-            reference = self._known_in(ids, vectors, f"epoch {epoch} vectors of the known samples")
+        for data in KINDS:
+            frame = self._fit_frame(data, raw[data], epoch)
+            reduced[data] = self._in(frame, raw[data])
+            reference = self._known_in(ids, reduced[data], f"epoch {epoch} vectors of the known samples")
             results += self._run(
                 self.cfg.per_epoch,
                 data,
                 "train",
                 ids,
-                vectors,
+                reduced[data],
                 {"known": reference},
                 round_seed=epoch,
                 with_baselines=data == "grad",
@@ -223,7 +268,7 @@ class AttackEngine:
                 for r in results
                 if r.note is None and r.data != "none" and bool((r.predictions >= 0).all())
             }
-            predictions = self.cumulative.end_epoch(ids, candidates)
+            predictions = self.cumulative.end_epoch(ids, candidates, epoch_vectors=reduced)
             previous, self._previous_cumulative = self._previous_cumulative, (ids, predictions)
             agreement = None
             if previous is not None:
@@ -245,13 +290,13 @@ class AttackEngine:
                 )
             )
         self._last_epoch_known_smashed = self._known_in(
-            ids, smashed, f"smashed data of the known samples in training epoch {epoch}"
+            ids, raw["smashed"], f"smashed data of the known samples in training epoch {epoch}"
         )
         labeller = next((r for r in results if f"{r.attack}.{r.data}" == self.cfg.labeller and r.note is None), None)
         if labeller is not None:
             self._train_labelled = Reference(
-                smashed,
-                torch.as_tensor(labeller.predictions),
+                reduced["smashed"],
+                torch.as_tensor(labeller.predictions, device=self.device),
                 f"epoch {epoch} training smashed data labelled by {self.cfg.labeller}",
             )
         return results
@@ -262,32 +307,34 @@ class AttackEngine:
         if side_channel is not None:
             ids, smashed = side_channel
             reference = self._known_in(
-                np.asarray(ids), smashed, "known samples embedded in eval mode by the feature party (side channel)"
+                np.asarray(ids),
+                _flat(smashed).to(self.device),
+                "known samples embedded in eval mode by the feature party (side channel)",
             )
             if reference is not None:
                 return reference
         return self._last_epoch_known_smashed
 
+    def _infer_inputs(self, smashed: torch.Tensor, known: Reference | None) -> tuple[torch.Tensor, dict]:
+        """Returns the inference smashed data and references in the last training epoch's smashed frame."""
+        flat = _flat(smashed).to(self.device)
+        frame = self._round_frame("smashed", flat.shape[1])
+        return self._in(frame, flat), {
+            "known": self._reference_in(frame, known),
+            "train_labelled": self._train_labelled,
+        }
+
     def infer_round(self, ids: np.ndarray, smashed: torch.Tensor) -> list[AttackResult]:
         """Returns the per-round inference attacks (known samples from the last training epoch)."""
-        references = {"known": self._last_epoch_known_smashed, "train_labelled": self._train_labelled}
+        x, references = self._infer_inputs(smashed, self._last_epoch_known_smashed)
         return self._run(
-            self.cfg.per_round,
-            "smashed",
-            "infer",
-            ids,
-            smashed,
-            references,
-            round_seed=int(ids[0]),
-            with_baselines=True,
+            self.cfg.per_round, "smashed", "infer", ids, x, references, round_seed=int(ids[0]), with_baselines=True
         )
 
     def infer_end(self, ids: np.ndarray, smashed: torch.Tensor, *, side_channel=None) -> list[AttackResult]:
         """Returns the inference-phase attacks on the whole inference pass."""
-        references = {"known": self._inference_reference(side_channel), "train_labelled": self._train_labelled}
-        results = self._run(
-            self.cfg.inference, "smashed", "infer", ids, smashed, references, round_seed=0, with_baselines=True
-        )
+        x, references = self._infer_inputs(smashed, self._inference_reference(side_channel))
+        results = self._run(self.cfg.inference, "smashed", "infer", ids, x, references, round_seed=0, with_baselines=True)
         # Label-free: how much each inference attack agrees with the others (what a run without
         # ground truth can say about them).
         labellings = [r for r in results if r.note is None and r.data != "none"]

@@ -186,7 +186,7 @@ class Tap:
     def _on_hello(self, request: pb.HelloRequest, reply: pb.HelloReply, base: dict) -> None:
         self._hello = {
             "run_id": request.run_id,
-            "cut_dim": request.cut_dim,
+            "cut_shape": list(request.cut_shape),
             "num_classes": request.num_classes,
             "batch_size": request.batch_size,
             "defense": reply.defense,
@@ -385,7 +385,7 @@ class Tap:
             "run_id": hello.get("run_id", self.config.run.id),
             "dataset": self.config.data.name,
             "num_classes": hello.get("num_classes"),
-            "cut_dim": hello.get("cut_dim"),
+            "cut_shape": hello.get("cut_shape"),
             "top_layers": self.config.model.top_layers,
             "complete": self._finish is not None,
             **(self._finish or {"task": None, "defense": None, "timing": None}),

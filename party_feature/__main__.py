@@ -13,7 +13,7 @@ from adversary.interceptor import TapInterceptor
 from adversary.tap import SIDE_CHANNEL, build_tap
 from party_feature.link import GrpcLink
 from party_feature.party import build_feature_party
-from splitleak.entry import exit_on_data_error, parse_process_args
+from splitleak.entry import exit_on_bad_input, parse_process_args
 
 log = logging.getLogger("party_feature")
 
@@ -21,7 +21,7 @@ log = logging.getLogger("party_feature")
 def main(argv: list[str] | None = None) -> int:
     config, _ = parse_process_args("party_feature", "Drive a split-learning run as the feature party.", argv)
     run_dir = Path(config.run.dir)
-    party = exit_on_data_error("party_feature", lambda: build_feature_party(config))
+    party = exit_on_bad_input("party_feature", lambda: build_feature_party(config))
     tap = build_tap(config) if config.adversary.mode == "interceptor" else None
     link = GrpcLink(config, interceptors=[TapInterceptor(tap)] if tap else ())
     known = (

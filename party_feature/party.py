@@ -16,7 +16,7 @@ from splitleak import PROTOCOL_VERSION
 from splitleak.codec import tensor_from_proto, tensor_to_proto
 from splitleak.config import config_digest
 from splitleak.data import Split, load_dataset, read_known_samples, split_ids
-from splitleak.models import build_bottom, build_optimizer
+from splitleak.models import build_optimizer, build_split, cut_shape
 from splitleak.v1 import splitleak_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,11 @@ class FeatureParty:
         self.device = torch.device(config.feature_party.device)
         self._features = torch.from_numpy(features)
         self.split = split
-        self.bottom = build_bottom(tuple(features.shape[1:]), config.model, seed=config.run.seed).to(self.device)
+        input_shape = tuple(features.shape[1:])
+        # The whole model is built from the shared definition and seed; only the part below the cut is kept.
+        bottom, _ = build_split(config.model, input_shape=input_shape, num_classes=num_classes, seed=config.run.seed)
+        self.cut_shape = cut_shape(bottom, input_shape)
+        self.bottom = bottom.to(self.device)
         self.optimizer = build_optimizer(self.bottom, config.train)
         self.wire_dtype = config.feature_party.wire_dtype
 
@@ -74,7 +78,7 @@ class FeatureParty:
             pb.HelloRequest(
                 protocol_version=PROTOCOL_VERSION,
                 run_id=self.run_id,
-                cut_dim=self.config.model.cut_dim,
+                cut_shape=list(self.cut_shape),
                 num_classes=self.num_classes,
                 batch_size=self.config.train.batch_size,
                 config_digest=config_digest(self.config),

@@ -19,7 +19,7 @@ from party_label.defenses import DefenseContext, build_defense
 from splitleak import PROTOCOL_VERSION
 from splitleak.data import Split
 from splitleak.errors import ProtocolError
-from splitleak.models import build_optimizer, build_top
+from splitleak.models import build_optimizer, build_split, cut_shape
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,16 @@ class _Recorded:
 class LabelParty:
     """Trains the top model on smashed data, one (epoch, step) at a time, exactly once each."""
 
-    def __init__(self, config, *, labels: np.ndarray, split: Split, num_classes: int, digest: str) -> None:
+    def __init__(
+        self,
+        config,
+        *,
+        labels: np.ndarray,
+        split: Split,
+        num_classes: int,
+        input_shape: tuple[int, ...],
+        digest: str,
+    ) -> None:
         self.config = config
         self.run_id = config.run.id
         self.num_classes = num_classes
@@ -67,7 +76,11 @@ class LabelParty:
             ),
         )
         self._train_labels = self.defense.train_labels(self._labels, torch.as_tensor(split.train_ids))
-        top = build_top(num_classes, config.model, seed=config.run.seed).to(self.device)
+        # The whole model is built from the shared definition and seed; only the part above the cut is kept.
+        bottom, top = build_split(config.model, input_shape=input_shape, num_classes=num_classes, seed=config.run.seed)
+        self.cut_shape = cut_shape(bottom, input_shape)
+        del bottom
+        top = top.to(self.device)
         self.top, self.optimizer = self.defense.wrap_training(top, build_optimizer(top, config.train))
 
         self._lock = threading.Lock()
@@ -88,7 +101,14 @@ class LabelParty:
     # -- handshake -----------------------------------------------------------------
 
     def hello(
-        self, *, protocol_version: int, run_id: str, cut_dim: int, num_classes: int, batch_size: int, config_digest: str
+        self,
+        *,
+        protocol_version: int,
+        run_id: str,
+        cut_shape: tuple[int, ...],
+        num_classes: int,
+        batch_size: int,
+        config_digest: str,
     ) -> tuple[int, int]:
         """Returns the next (epoch, step) this party will apply; refuses a mismatched peer."""
         mine = self.config
@@ -98,7 +118,10 @@ class LabelParty:
                 f"protocol version {protocol_version} is not supported; this label party speaks {PROTOCOL_VERSION}",
             ),
             (run_id == self.run_id, f"run id {run_id!r} does not match this label party's run {self.run_id!r}"),
-            (cut_dim == mine.model.cut_dim, f"cut dimension {cut_dim} does not match the run's {mine.model.cut_dim}"),
+            (
+                tuple(cut_shape) == self.cut_shape,
+                f"cut shape {list(cut_shape)} does not match the run's {list(self.cut_shape)}",
+            ),
             (num_classes == self.num_classes, f"{num_classes} classes does not match the run's {self.num_classes}"),
             (
                 batch_size == mine.train.batch_size,
@@ -131,17 +154,19 @@ class LabelParty:
     def _check_batch(
         self, sample_ids: np.ndarray, smashed: torch.Tensor, *, allowed: np.ndarray, split_name: str
     ) -> None:
-        cut_dim = self.config.model.cut_dim
+        expected = ["batch", *self.cut_shape]
         if len(sample_ids) == 0:
             raise ProtocolError("INVALID_ARGUMENT", "the batch has no sample ids")
-        if smashed.dim() != 2:
-            raise ProtocolError(
-                "INVALID_ARGUMENT", f"smashed tensor must be 2-D (batch, {cut_dim}), got shape {list(smashed.shape)}"
-            )
-        if smashed.shape[1] != cut_dim:
+        if smashed.dim() != len(expected):
             raise ProtocolError(
                 "INVALID_ARGUMENT",
-                f"smashed tensor has {smashed.shape[1]} columns, the run's cut dimension is {cut_dim}",
+                f"smashed tensor must be {len(expected)}-D {expected}, got shape {list(smashed.shape)}",
+            )
+        if tuple(smashed.shape[1:]) != self.cut_shape:
+            raise ProtocolError(
+                "INVALID_ARGUMENT",
+                f"smashed tensor has samples of shape {list(smashed.shape[1:])}, the run's cut shape is "
+                f"{list(self.cut_shape)}",
             )
         if smashed.shape[0] != len(sample_ids):
             raise ProtocolError(
@@ -200,8 +225,10 @@ class LabelParty:
         self.optimizer.zero_grad()
         loss = F.cross_entropy(self.top(smashed), labels)
         loss.backward()
-        # Defenses work on host memory: the returned gradient goes to the wire from there anyway.
-        cut_grad = self.defense.protect(smashed.grad.detach().cpu(), labels.cpu())
+        # Defenses work on host memory (the returned gradient goes to the wire from there anyway), one row
+        # per sample whatever the cut's shape.
+        grad = smashed.grad.detach().cpu()
+        cut_grad = self.defense.protect(grad.reshape(len(grad), -1), labels.cpu()).reshape(grad.shape)
         self.optimizer.step()
         self._last_loss = float(loss.detach())
         return StepResult(cut_grad, self._last_loss)

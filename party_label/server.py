@@ -52,7 +52,14 @@ def build_label_party(config) -> LabelParty:
     dataset = load_dataset(config.data, config.run.seed)
     labels = dataset.labels()
     split = split_ids(len(labels), test_fraction=config.data.test_fraction, seed=config.run.seed)
-    return LabelParty(config, labels=labels, split=split, num_classes=dataset.num_classes, digest=config_digest(config))
+    return LabelParty(
+        config,
+        labels=labels,
+        split=split,
+        num_classes=dataset.num_classes,
+        input_shape=dataset.input_shape,
+        digest=config_digest(config),
+    )
 
 
 @dataclass

@@ -22,7 +22,7 @@ class LabelService:
         epoch, step = self.party.hello(
             protocol_version=request.protocol_version,
             run_id=request.run_id,
-            cut_dim=request.cut_dim,
+            cut_shape=tuple(request.cut_shape),
             num_classes=request.num_classes,
             batch_size=request.batch_size,
             config_digest=request.config_digest,

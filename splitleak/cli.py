@@ -1,4 +1,4 @@
-"""The `splitleak` command: demo, inspect, attack, known-labels, sweep, results, bench."""
+"""The `splitleak` command: demo, inspect, attack, cuts, known-labels, sweep, results, bench."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
     console = wide_console()
     task = summary.get("task") or {}
     if summary.get("headline"):
-        console.print(f"[bold]{summary['headline']}[/]", highlight=False)
+        console.print(summary["headline"], style="bold", markup=False, highlight=False)
     if task.get("failure"):
         console.print(f"[bold red]training stopped[/]: {task['failure']}")
     accuracy = task.get("test_accuracy")
@@ -105,6 +105,30 @@ def _attack(args) -> int:
     return 0 if all(r["matches_live"] is not False for r in rows) else 3
 
 
+def _cuts(args) -> int:
+    from rich.table import Table
+
+    from splitleak.data import load_dataset
+    from splitleak.inspect import wide_console
+    from splitleak.models import list_cuts
+
+    config = load_config(args.config, args.overrides)
+    dataset = load_dataset(config.data, config.run.seed)
+    rows = list_cuts(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    model = config.model.arch or f"{config.model.bottom} bottom + {config.model.top_layers}-layer top"
+    table = Table(title=f"cuts of {model} on {config.data.name} {list(dataset.input_shape)} (model.cut=NAME)")
+    for column in ("cut", "smashed shape per sample", "values per sample"):
+        table.add_column(column, justify="left" if column == "cut" else "right")
+    for row in rows:
+        mark = " (configured)" if row["cut"] == config.model.cut else ""
+        table.add_row(row["cut"] + mark, "x".join(map(str, row["shape"])), f"{row['size']:,}")
+    wide_console().print(table)
+    return 0
+
+
 def _known_labels(args) -> int:
     from splitleak.runner import draw_known_labels
 
@@ -135,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("run_dir", type=Path)
     attack.add_argument("--json", action="store_true")
     attack.set_defaults(func=_attack)
+
+    cuts = sub.add_parser("cuts", help="list where the configured model can be cut, with the smashed shape of each")
+    _add_config_args(cuts)
+    cuts.add_argument("--json", action="store_true", help="a JSON list of {cut, shape, size}")
+    cuts.set_defaults(func=_cuts)
 
     known = sub.add_parser("known-labels", help="draw the attacker's known samples (sample_id,label CSV)")
     _add_config_args(known)

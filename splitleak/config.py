@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from splitleak.names import ATTACK_NAMES, BUILTIN_ARCHS, DATASET_NAMES, DEFENSE_NAMES
+
 __all__ = [
     "ConfigError",
     "RunConfig",
@@ -36,31 +38,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _registered(family: str):
-    """Returns a validator that accepts only names registered in that family's registry."""
-
-    def registry():
-        # Imported on use: the registries live with the parties that own them.
-        if family == "dataset":
-            from splitleak.data import DATASETS as names
-        elif family == "defense":
-            from party_label.defenses import DEFENSES as names
-        else:
-            from adversary.attacks import ATTACKS as names
-        return names
+def _registered(family: str, names: tuple[str, ...]):
+    """Returns a validator that accepts only the names of that family's implementations."""
 
     def check(name: str) -> str:
-        known = registry()
-        if name not in known:
-            raise ValueError(f"unknown {family} {name!r}; known: {', '.join(known)}")
+        if name not in names:
+            raise ValueError(f"unknown {family} {name!r}; known: {', '.join(names)}")
         return name
 
     return AfterValidator(check)
 
 
-DatasetName = Annotated[str, _registered("dataset")]
-DefenseName = Annotated[str, _registered("defense")]
-AttackName = Annotated[str, _registered("attack")]
+DatasetName = Annotated[str, _registered("dataset", DATASET_NAMES)]
+DefenseName = Annotated[str, _registered("defense", DEFENSE_NAMES)]
+AttackName = Annotated[str, _registered("attack", ATTACK_NAMES)]
 
 
 class RunSection(_Section):
@@ -83,15 +74,44 @@ class SyntheticSection(_Section):
 
 class DataSection(_Section):
     name: DatasetName = "digits"
-    # Directory holding the dataset's files (mnist, fashion_mnist, cifar10).
+    # The dataset's files: a directory (mnist, fashion_mnist, cifar10, image_folder, npz as x.npy
+    # and y.npy) or a file (csv; npz).
     path: Path | None = None
     test_fraction: float = Field(0.2, gt=0, lt=1)
     # Use only the first max_samples samples of the dataset (by sample id).
     max_samples: int | None = Field(None, ge=2)
+    # Resize images to image_size x image_size (bilinear); image_folder needs it. E.g. 32 for
+    # MNIST at the paper's 32x32.
+    image_size: int | None = Field(None, ge=1)
+    # image_folder: 1 (grayscale) or 3 (RGB) channels.
+    image_channels: Literal[1, 3] = 3
+    # csv: the column that holds the label (the feature party never parses it).
+    label_column: str = "label"
+    # csv, npz, image_folder: the number of classes (public; the feature party never reads a label).
+    num_classes: int | None = Field(None, ge=2)
     synthetic: SyntheticSection = SyntheticSection()
+
+    @model_validator(mode="after")
+    def _files_named(self) -> "DataSection":
+        if self.name in ("mnist", "fashion_mnist", "cifar10", "csv", "npz", "image_folder") and self.path is None:
+            raise ValueError(f"data.path must name the {self.name} files")
+        if self.name in ("csv", "npz", "image_folder") and self.num_classes is None:
+            raise ValueError(f"data.num_classes must be set for {self.name} data (the number of classes is public)")
+        if self.name == "image_folder" and self.image_size is None:
+            raise ValueError("data.image_size must be set for image_folder data (images are resized to it)")
+        return self
 
 
 class ModelSection(_Section):
+    # The whole model: a built-in (resnet18, simplenet) or "package.module:callable" on PYTHONPATH,
+    # called as callable(input_shape=..., num_classes=..., **options); its top-level children run
+    # in order (docs/models.md). Unset: the built-in bottom below, cut after it, with top_layers
+    # linear layers on top.
+    arch: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
+    # With arch: the name of the child after which the model is cut (splitleak cuts lists them).
+    cut: str | None = None
+    # With arch: keyword arguments of the model's callable (e.g. {width: 0.25}).
+    options: dict[str, Any] = Field(default_factory=dict)
     bottom: Literal["mlp", "cnn"] = "mlp"
     bottom_hidden: list[int] = Field(default_factory=lambda: [128])
     cnn_channels: list[int] = Field(default_factory=lambda: [32, 64])
@@ -100,6 +120,21 @@ class ModelSection(_Section):
     # Number of linear layers in the label party's top model (1 to 3).
     top_layers: int = Field(1, ge=1, le=3)
     top_hidden: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _arch_known_and_cut(self) -> "ModelSection":
+        if self.arch is None:
+            if self.cut is not None or self.options:
+                raise ValueError("model.cut and model.options need model.arch")
+            return self
+        if ":" not in self.arch and self.arch not in BUILTIN_ARCHS:
+            raise ValueError(
+                f"unknown model.arch {self.arch!r}; built-in: {', '.join(BUILTIN_ARCHS)}, "
+                "or 'package.module:callable' for your own"
+            )
+        if self.cut is None:
+            raise ValueError("model.cut must name the child after which the model is cut (splitleak cuts lists them)")
+        return self
 
 
 class TrainSection(_Section):
@@ -189,9 +224,11 @@ class AttackSection(_Section):
     # Training-phase attack (name.data) whose labels of the last epoch name the training
     # smashed data for train_centroids and train_knn.
     labeller: str = Field("cumulative.both", pattern=r"^[a-z_]+\.(grad|smashed|both)$")
-    # Vectors wider than pca_above are reduced to pca_dim components.
+    # Vectors wider than pca_above are reduced to pca_dim components: one PCA per data kind per
+    # epoch (randomized SVD on at most pca_fit_samples rows), rounds projected on the last axes.
     pca_above: int = Field(256, ge=1)
     pca_dim: int = Field(64, ge=1)
+    pca_fit_samples: int = Field(10_000, ge=2)
     # Lloyd iterations run to convergence (no assignment changes, or the centroids move
     # less than kmeans_tol x the mean feature variance, as scikit-learn's KMeans);
     # kmeans_iters only caps a run that never settles.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import zlib
 import pickle
 import struct
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ __all__ = [
     "DataError",
     "Dataset",
     "Split",
+    "check_dataset",
+    "image_classes",
+    "image_files",
+    "read_csv_columns",
     "draw_known_samples",
     "load_dataset",
     "read_known_samples",
@@ -54,14 +59,26 @@ def split_ids(num_samples: int, *, test_fraction: float, seed: int) -> Split:
 
 
 class Dataset:
-    """One dataset; features() and labels() are loaded separately by the two parties."""
+    """One dataset; features() and labels() are loaded separately by the two parties.
+
+    num_classes and input_shape are known without reading either half (both are public).
+    """
 
     num_classes: int
-    input_shape: tuple[int, ...]
+    # Shape of one sample as stored; images are (C, H, W).
+    native_shape: tuple[int, ...]
 
     def __init__(self, data_cfg, seed: int) -> None:
         self.cfg = data_cfg
         self.seed = seed
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Returns the shape of one sample as the model sees it (images resized to data.image_size)."""
+        shape = tuple(self.native_shape)
+        if self.cfg.image_size and len(shape) == 3:
+            return (shape[0], self.cfg.image_size, self.cfg.image_size)
+        return shape
 
     def features(self) -> np.ndarray:
         """Returns float32 features of shape (N, *input_shape), normalised."""
@@ -74,19 +91,40 @@ class Dataset:
     def _limit(self, array: np.ndarray) -> np.ndarray:
         return array[: self.cfg.max_samples] if self.cfg.max_samples else array
 
+    def _resized(self, images: np.ndarray) -> np.ndarray:
+        """Returns (N, C, H, W) images resized to data.image_size (bilinear, antialiased), when set."""
+        size = self.cfg.image_size
+        if not size or images.shape[2:] == (size, size):
+            return images
+        import torch
+        import torch.nn.functional as F
+
+        out = F.interpolate(torch.from_numpy(images), size=(size, size), mode="bilinear", antialias=True)
+        return out.numpy().astype(np.float32)
+
+    def _checked_labels(self, labels: np.ndarray, source: object) -> np.ndarray:
+        """Returns labels after checking they are classes of this dataset; raises DataError naming source."""
+        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        if len(bad):
+            raise DataError(
+                f"{source}: labels {sorted(set(bad.tolist()))[:5]} are outside 0..{self.num_classes - 1} "
+                f"({self.num_classes} classes)"
+            )
+        return labels
+
 
 @DATASETS.register("digits")
 class Digits(Dataset):
     """scikit-learn's bundled 8x8 digits (1,797 samples, 10 classes)."""
 
     num_classes = 10
-    input_shape = (1, 8, 8)
+    native_shape = (1, 8, 8)
 
     def features(self) -> np.ndarray:
         from sklearn.datasets import load_digits
 
         images = load_digits().images.astype(np.float32) / 16.0
-        return self._limit(images[:, None, :, :])
+        return self._resized(self._limit(images[:, None, :, :]))
 
     def labels(self) -> np.ndarray:
         from sklearn.datasets import load_digits
@@ -99,7 +137,7 @@ class BreastCancer(Dataset):
     """scikit-learn's bundled Wisconsin breast cancer set (569 samples, binary)."""
 
     num_classes = 2
-    input_shape = (30,)
+    native_shape = (30,)
 
     def features(self) -> np.ndarray:
         from sklearn.datasets import load_breast_cancer
@@ -124,7 +162,7 @@ class Synthetic(Dataset):
     def __init__(self, data_cfg, seed: int) -> None:
         super().__init__(data_cfg, seed)
         self.num_classes = data_cfg.synthetic.classes
-        self.input_shape = (data_cfg.synthetic.dim,)
+        self.native_shape = (data_cfg.synthetic.dim,)
 
     def _draw(self) -> tuple[np.ndarray, np.ndarray]:
         syn = self.cfg.synthetic
@@ -143,10 +181,8 @@ class Synthetic(Dataset):
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Returns the array stored in an IDX file (gzip-compressed or raw)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    """Returns the array stored in an IDX file (gzip-compressed or raw); raises DataError naming a bad file."""
+    raw = _read_idx_bytes(path)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path} is not an IDX file (bad magic number)")
     type_code, ndim = raw[2], raw[3]
@@ -163,7 +199,7 @@ class _IdxDataset(Dataset):
     """MNIST-format IDX files in data.path: train-* then t10k-*, whichever exist."""
 
     num_classes = 10
-    input_shape = (1, 28, 28)
+    native_shape = (1, 28, 28)
     mean, std = 0.0, 1.0
 
     def _files(self, kind: str) -> list[Path]:
@@ -188,12 +224,21 @@ class _IdxDataset(Dataset):
         return found
 
     def features(self) -> np.ndarray:
-        images = np.concatenate([read_idx(p) for p in self._files("images")])
-        x = images.astype(np.float32)[:, None, :, :] / 255.0
-        return self._limit((x - self.mean) / self.std)
+        parts = [read_idx(p) for p in self._files("images")]
+        for path, part in zip(self._files("images"), parts):
+            if part.ndim != 3:
+                raise DataError(f"{path}: expected images (N, H, W), the IDX file holds shape {part.shape}")
+        x = np.concatenate(parts).astype(np.float32)[:, None, :, :] / 255.0
+        return self._resized(self._limit((x - self.mean) / self.std))
 
     def labels(self) -> np.ndarray:
-        return self._limit(np.concatenate([read_idx(p) for p in self._files("labels")]).astype(np.int64))
+        files = self._files("labels")
+        labels = [self._checked_labels(read_idx(p).astype(np.int64), p) for p in files]
+        return self._limit(np.concatenate(labels))
+
+    def counts(self) -> dict[str, int]:
+        """Returns the number of samples in each images and labels file (read from the headers)."""
+        return {str(p): _idx_count(p) for kind in ("images", "labels") for p in self._files(kind)}
 
 
 @DATASETS.register("mnist")
@@ -211,7 +256,7 @@ class Cifar10(Dataset):
     """CIFAR-10 python batches (data_batch_1..5, test_batch) in data.path."""
 
     num_classes = 10
-    input_shape = (3, 32, 32)
+    native_shape = (3, 32, 32)
     _mean = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)[None, :, None, None]
     _std = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)[None, :, None, None]
 
@@ -234,10 +279,286 @@ class Cifar10(Dataset):
 
     def features(self) -> np.ndarray:
         x = np.concatenate([b[b"data"] for b in self._batches()]).reshape(-1, 3, 32, 32)
-        return self._limit(((x.astype(np.float32) / 255.0 - self._mean) / self._std).astype(np.float32))
+        return self._resized(self._limit(((x.astype(np.float32) / 255.0 - self._mean) / self._std).astype(np.float32)))
 
     def labels(self) -> np.ndarray:
-        return self._limit(np.concatenate([np.asarray(b[b"labels"]) for b in self._batches()]).astype(np.int64))
+        labels = np.concatenate([np.asarray(b[b"labels"]) for b in self._batches()]).astype(np.int64)
+        return self._limit(self._checked_labels(labels, self.cfg.path))
+
+
+def _read_idx_bytes(path: Path, size: int = -1) -> bytes:
+    """Returns the first size bytes (all: -1) of an IDX file, gunzipped if it ends in .gz."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            return f.read(size)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'a file'} ({err})") from None
+
+
+def _idx_count(path: Path) -> int:
+    head = _read_idx_bytes(path, 8)
+    if len(head) < 8:
+        raise DataError(f"{path}: too short for an IDX header")
+    return struct.unpack(">I", head[4:8])[0]
+
+
+def _standardised(x: np.ndarray, data_cfg, seed: int) -> np.ndarray:
+    """Returns x standardised per feature (per channel for images) with the training split's statistics."""
+    train = split_ids(len(x), test_fraction=data_cfg.test_fraction, seed=seed).train_ids
+    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    keep = x.ndim == 4
+    mean = x[train].mean(axis=axes, keepdims=keep)
+    std = x[train].std(axis=axes, keepdims=keep) + 1e-6
+    return ((x - mean) / std).astype(np.float32)
+
+
+def read_csv_columns(path: Path, columns: list[str]) -> np.ndarray:
+    """Returns the named columns of a CSV file with a header row as a float64 array (rows, columns).
+
+    Only the named columns are converted; a cell that is not a number is an error naming file, line and column.
+    """
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path} is empty (expected a header row)")
+            header = [h.strip() for h in header]
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(header)})")
+            where = [header.index(c) for c in columns]
+            rows = []
+            for line, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{path}:{line}: {len(row)} cells, the header has {len(header)}")
+                try:
+                    rows.append([float(row[i]) for i in where])
+                except ValueError:
+                    bad = next(columns[k] for k, i in enumerate(where) if not _is_number(row[i]))
+                    raise DataError(f"{path}:{line}: column {bad!r} is not a number") from None
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror}") from None
+    if not rows:
+        raise DataError(f"{path} has a header but no rows")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def csv_header(path: Path) -> list[str]:
+    """Returns the column names of a CSV file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror}") from None
+    if not first.strip():
+        raise DataError(f"{path} is empty (expected a header row)")
+    import csv
+
+    return [h.strip() for h in next(csv.reader([first]))]
+
+
+@DATASETS.register("csv")
+class CsvDataset(Dataset):
+    """A CSV file (data.path) with a header: numeric feature columns and one label column
+    (data.label_column). The feature party converts only the feature columns, the label party only
+    the label column. Sample ids are row positions. Features are standardised with the training
+    split's statistics."""
+
+    def __init__(self, data_cfg, seed: int) -> None:
+        super().__init__(data_cfg, seed)
+        self.num_classes = data_cfg.num_classes
+        self.path = Path(data_cfg.path)
+
+    def _feature_columns(self) -> list[str]:
+        header = csv_header(self.path)
+        if self.cfg.label_column not in header:
+            raise DataError(f"{self.path}: no label column {self.cfg.label_column!r} (columns: {', '.join(header)})")
+        return [c for c in header if c != self.cfg.label_column]
+
+    @property
+    def native_shape(self) -> tuple[int, ...]:
+        return (len(self._feature_columns()),)
+
+    def features(self) -> np.ndarray:
+        x = self._limit(read_csv_columns(self.path, self._feature_columns()).astype(np.float32))
+        return _standardised(x, self.cfg, self.seed)
+
+    def labels(self) -> np.ndarray:
+        raw = read_csv_columns(self.path, [self.cfg.label_column])[:, 0]
+        if not np.array_equal(raw, np.round(raw)):
+            raise DataError(f"{self.path}: column {self.cfg.label_column!r} holds non-integer labels")
+        return self._limit(self._checked_labels(raw.astype(np.int64), self.path))
+
+
+def _npy_shape(path: Path, member: str) -> tuple[int, ...]:
+    """Returns the shape of array `member` (x or y) of an .npz file or a directory of .npy files, from its header."""
+    import zipfile
+
+    try:
+        if path.is_dir():
+            return tuple(np.load(path / f"{member}.npy", mmap_mode="r").shape)
+        with zipfile.ZipFile(path) as archive:
+            with archive.open(f"{member}.npy") as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, _ = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, _ = np.lib.format.read_array_header_2_0(f)
+                return tuple(shape)
+    except KeyError:
+        raise DataError(f"{path} has no array {member!r} (expected x and y)") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: cannot read array {member!r} ({err})") from None
+
+
+def _npy_array(path: Path, member: str) -> np.ndarray:
+    try:
+        if path.is_dir():
+            return np.load(path / f"{member}.npy", allow_pickle=False)
+        with np.load(path, allow_pickle=False) as archive:
+            return archive[member]
+    except KeyError:
+        raise DataError(f"{path} has no array {member!r} (expected x and y)") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read array {member!r} ({err})") from None
+
+
+@DATASETS.register("npz")
+class NpzDataset(Dataset):
+    """NumPy arrays x (features, any shape per sample) and y (integer labels): an .npz file, or a
+    directory holding x.npy and y.npy (data.path). The feature party reads only x, the label party
+    only y. Images (x of shape (N, C, H, W)) are resized to data.image_size when set. Features are
+    standardised with the training split's statistics."""
+
+    def __init__(self, data_cfg, seed: int) -> None:
+        super().__init__(data_cfg, seed)
+        self.num_classes = data_cfg.num_classes
+        self.path = Path(data_cfg.path)
+
+    @property
+    def native_shape(self) -> tuple[int, ...]:
+        return _npy_shape(self.path, "x")[1:]
+
+    def features(self) -> np.ndarray:
+        x = _npy_array(self.path, "x")
+        if not np.issubdtype(x.dtype, np.number):
+            raise DataError(f"{self.path}: x has dtype {x.dtype}, not numbers")
+        x = _standardised(self._limit(x.astype(np.float32)), self.cfg, self.seed)
+        return self._resized(x) if x.ndim == 4 else x
+
+    def labels(self) -> np.ndarray:
+        y = _npy_array(self.path, "y")
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{self.path}: y must be a 1-D array of integer labels, got {y.dtype} of shape {y.shape}")
+        return self._limit(self._checked_labels(y.astype(np.int64), self.path))
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def image_files(root: Path) -> list[Path]:
+    """Returns the image files of an image folder in sample-id order: by file name, then by relative path.
+
+    Sorting by file name rather than by class folder keeps the ids from telling the classes apart.
+    """
+    if not root.is_dir():
+        raise DataError(f"data.path {root} is not a directory")
+    files = [p for p in root.glob("*/*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the class sub-folders of {root}")
+    return sorted(files, key=lambda p: (p.name, str(p.relative_to(root))))
+
+
+def image_classes(root: Path) -> list[str]:
+    """Returns the class names of an image folder: its sub-folder names, sorted (class i is the i-th)."""
+    if not root.is_dir():
+        raise DataError(f"data.path {root} is not a directory")
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
+@DATASETS.register("image_folder")
+class ImageFolderDataset(Dataset):
+    """A folder with one sub-folder per class (as torchvision's ImageFolder), images resized to
+    data.image_size and converted to data.image_channels. The feature party opens the image files
+    and never maps a folder to a class; the label party maps each image's folder to its class and
+    never opens an image. data.num_classes (public) must equal the number of sub-folders."""
+
+    def __init__(self, data_cfg, seed: int) -> None:
+        super().__init__(data_cfg, seed)
+        self.root = Path(data_cfg.path)
+        self.num_classes = data_cfg.num_classes
+
+    @property
+    def native_shape(self) -> tuple[int, ...]:
+        return (self.cfg.image_channels, self.cfg.image_size, self.cfg.image_size)
+
+    def features(self) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        mode = "L" if self.cfg.image_channels == 1 else "RGB"
+        size = self.cfg.image_size
+        images = []
+        for path in self._limit(np.asarray(image_files(self.root), dtype=object)):
+            try:
+                with Image.open(path) as image:
+                    pixels = np.asarray(image.convert(mode).resize((size, size), Image.BILINEAR), dtype=np.float32)
+            except (OSError, UnidentifiedImageError) as err:
+                raise DataError(f"{path}: cannot be read as an image ({err})") from None
+            images.append(pixels.reshape(size, size, -1).transpose(2, 0, 1) / 255.0)
+        return _standardised(np.stack(images).astype(np.float32), self.cfg, self.seed)
+
+    def labels(self) -> np.ndarray:
+        classes = image_classes(self.root)
+        if len(classes) != self.num_classes:
+            raise DataError(
+                f"{self.root} has {len(classes)} class sub-folders ({', '.join(classes)}), "
+                f"data.num_classes is {self.num_classes}"
+            )
+        index = {name: i for i, name in enumerate(classes)}
+        files = self._limit(np.asarray(image_files(self.root), dtype=object))
+        return np.asarray([index[p.parent.name] for p in files], dtype=np.int64)
+
+
+def check_dataset(data_cfg, seed: int) -> int:
+    """Reads both halves of the dataset once and returns its size; raises DataError naming the file and
+    the reason (unreadable files, image and label counts that differ, labels out of range).
+
+    The experimenter's step before any party starts: each party later reads only its own half.
+    """
+    dataset = load_dataset(data_cfg, seed)
+    if isinstance(dataset, _IdxDataset):
+        counts = dataset.counts()
+        images = {p: n for p, n in counts.items() if "images" in Path(p).name}
+        labels = {p: n for p, n in counts.items() if "labels" in Path(p).name}
+        if sum(images.values()) != sum(labels.values()):
+            raise DataError(
+                f"{data_cfg.path}: the images files hold {sum(images.values())} samples "
+                f"({', '.join(f'{Path(p).name}: {n}' for p, n in images.items())}) but the labels files "
+                f"{sum(labels.values())} ({', '.join(f'{Path(p).name}: {n}' for p, n in labels.items())})"
+            )
+    labels = dataset.labels()
+    features = dataset.features()
+    if len(features) != len(labels):
+        raise DataError(f"{data_cfg.path}: {len(features)} samples of features but {len(labels)} labels")
+    if features.shape[1:] != dataset.input_shape:
+        raise DataError(f"{data_cfg.path}: samples have shape {features.shape[1:]}, expected {dataset.input_shape}")
+    if not np.isfinite(features).all():
+        raise DataError(f"{data_cfg.path}: the features hold NaN or infinite values")
+    return len(labels)
 
 
 def load_dataset(data_cfg, seed: int) -> Dataset:

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from splitleak.config import ConfigError, RunConfig, apply_threads, load_config
 
-__all__ = ["announce_ready", "exit_on_data_error", "parse_process_args", "serve_until_done", "stop_event"]
+__all__ = [
+    "announce_ready",
+    "check_device",
+    "exit_on_bad_input",
+    "parse_process_args",
+    "serve_until_done",
+    "stop_event",
+]
 
 
 def parse_process_args(prog: str, description: str, argv: list[str] | None) -> tuple[RunConfig, argparse.Namespace]:
@@ -35,8 +42,37 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
         force=True,
     )
     apply_threads(config)
+    try:
+        check_device(config, DEVICE_KEYS[prog])
+    except ConfigError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     logging.getLogger(prog).info("pid %d, run %s, config %s", os.getpid(), config.run.id, args.config or "demo")
     return config, args
+
+
+# The device key each process runs on.
+DEVICE_KEYS = {"party_label": "label_party.device", "party_feature": "feature_party.device", "adversary": "adversary.device"}
+
+
+def check_device(config: RunConfig, key: str) -> None:
+    """Raises ConfigError when the device at config key (e.g. label_party.device) does not exist on this host."""
+    import torch
+
+    section, _, field = key.partition(".")
+    name = getattr(getattr(config, section), field)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"{key} {name!r} is not a torch device ({err})") from None
+    if device.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", built without CUDA")
+        raise ConfigError(f"{key} is {name!r} but this host has no CUDA device ({build})")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ConfigError(f"{key} is {name!r} but this host has {count} CUDA device(s): cuda:0..cuda:{count - 1}")
 
 
 def announce_ready(path: Path | None, **info) -> None:
@@ -70,12 +106,13 @@ def serve_until_done(stop: threading.Event, finished: threading.Event, *, exit_a
             return
 
 
-def exit_on_data_error(prog: str, build):
-    """Returns build(); a dataset that cannot be loaded ends the process with its message and exit code 2."""
+def exit_on_bad_input(prog: str, build):
+    """Returns build(); a dataset that cannot be loaded, or a model that cannot be built or cut, ends the
+    process with its message and exit code 2."""
     from splitleak.data import DataError
 
     try:
         return build()
-    except DataError as err:
+    except (DataError, ConfigError) as err:
         print(f"{prog}: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -96,7 +96,7 @@ def print_records(run_dir: Path, *, as_json: bool, epochs_only: bool = False, co
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     if summary and summary.get("headline"):
-        console.print(f"[bold]{summary['headline']}[/]", highlight=False)
+        console.print(summary["headline"], style="bold", markup=False, highlight=False)
     rounds = [r for r in records if r.get("type") == "round"]
     epochs = [r for r in records if r.get("type") == "epoch"]
     if rounds:

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DemoError",
+    "check_run",
     "draw_known_labels",
     "prepare_run_dir",
     "run_demo",
@@ -53,6 +54,20 @@ def draw_known_labels(config: RunConfig, path: Path) -> int:
     )
     write_known_samples(path, known)
     return len(known)
+
+
+def check_run(config: RunConfig) -> None:
+    """Raises DataError or ConfigError before any process starts: unreadable or inconsistent data files, a
+    model that cannot be built or cut as configured, a device this host does not have."""
+    from splitleak.data import check_dataset
+    from splitleak.entry import DEVICE_KEYS, check_device
+    from splitleak.models import build_split
+
+    for key in DEVICE_KEYS.values():
+        check_device(config, key)
+    check_dataset(config.data, config.run.seed)
+    dataset = load_dataset(config.data, config.run.seed)
+    build_split(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=config.run.seed)
 
 
 def prepare_run_dir(config: RunConfig) -> RunConfig:
@@ -154,6 +169,7 @@ def run_demo(config: RunConfig) -> dict:
     """Runs the configured run as separate processes on loopback; returns its summary.json contents."""
     if config.adversary.mode == "off":
         raise DemoError("the demo needs the adversary: set adversary.mode to proxy or interceptor")
+    check_run(config)
     config = prepare_run_dir(config)
     run_dir = Path(config.run.dir)
     config_path = write_run_config(config)
@@ -197,6 +213,7 @@ def run_in_process(config: RunConfig) -> dict:
     from party_label.service import LabelService
 
     apply_threads(config)
+    check_run(config)
     config = prepare_run_dir(config)
     write_run_config(config)
     run_dir = Path(config.run.dir)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adversary.attacks import ATTACKS, AttackContext, Reference
-from adversary.attacks.similarity import distances, kmeans, kmeans_plus_plus, normalise, reduce_dim
+from adversary.attacks.similarity import distances, fit_pca, kmeans, kmeans_plus_plus, normalise, random_frame
 from adversary.engine import AttackEngine
 from splitleak.config import AttackSection
 
@@ -67,12 +67,26 @@ def test_kmeans_keeps_every_centroid_and_is_deterministic(seed, n, k):
     assert torch.isfinite(centroids).all()
 
 
-def test_pca_reduces_only_above_the_threshold():
-    x = torch.randn(100, 300)
-    reduced, (ref,) = reduce_dim(x, [x[:3]], above=256, dim=16)
-    assert reduced.shape == (100, 16) and ref.shape == (3, 16)
-    same, _ = reduce_dim(x[:, :200], [x[:3, :200]], above=256, dim=16)
-    assert same.shape == (100, 200)
+def test_pca_frame_against_scikit_learn():
+    """Randomized PCA spans the same top axes as scikit-learn's exact PCA, and is the same for the same seed."""
+    from sklearn.decomposition import PCA
+
+    g = torch.Generator().manual_seed(0)
+    signal = torch.randn(500, 8, generator=g) @ torch.randn(8, 300, generator=g) * 3
+    x = signal + 0.1 * torch.randn(500, 300, generator=g)
+    frame = fit_pca(x, dim=8, seed=1, max_rows=10_000)
+    assert torch.equal(frame.basis, fit_pca(x, dim=8, seed=1, max_rows=10_000).basis)
+    theirs = torch.from_numpy(PCA(8, svd_solver="full").fit(x.numpy()).components_.T).float()
+    # Same subspace: projecting scikit-learn's axes onto ours keeps their length.
+    assert torch.allclose((frame.basis.T @ theirs).norm(dim=0), torch.ones(8), atol=1e-3)
+    assert frame.project(x).shape == (500, 8)
+    subsampled = fit_pca(x, dim=8, seed=1, max_rows=200)
+    assert ((subsampled.basis.T @ theirs).norm(dim=0) > 0.99).all()
+
+
+def test_random_frame_is_seeded():
+    a, b = random_frame(300, 16, seed=3), random_frame(300, 16, seed=3)
+    assert torch.equal(a.basis, b.basis) and a.project(torch.randn(4, 300)).shape == (4, 16)
 
 
 def test_norm_and_direction_scoring_on_binary_gradients():

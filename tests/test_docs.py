@@ -29,3 +29,23 @@ def test_config_reference_lists_every_key():
 def test_readme_quick_start_is_the_two_make_commands():
     text = (REPO / "README.md").read_text()
     assert "make demo" in text and "make test" in text
+
+
+def runnable_blocks(text: str, language: str) -> list[str]:
+    """Returns the fenced code blocks of a language that the README marks <!-- runnable -->."""
+    import re
+
+    return re.findall(r"<!-- runnable -->\s*```" + language + r"\n(.*?)```", text, flags=re.S)
+
+
+def test_the_readme_python_api_example_runs(tmp_path):
+    import subprocess
+    import sys
+
+    blocks = runnable_blocks((REPO / "README.md").read_text(), "python")
+    assert blocks, "the README has no runnable Python block"
+    for block in blocks:
+        done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.startswith("labels leaked:")
+        assert (tmp_path / "runs" / "notebook" / "summary.json").exists()

@@ -65,7 +65,7 @@ def test_demo_bad_config_is_reported_not_started(tmp_path):
     assert done.returncode == 2
     assert "train.epochs" in done.stderr and "unknown dataset 'nope'" in done.stderr
     missing = _splitleak("demo", "--run-dir", str(tmp_path / "y"), "--dataset", "mnist", "data.path=null")
-    assert missing.returncode == 2 and "data.path must name the directory" in missing.stderr
+    assert missing.returncode == 2 and "data.path must name the mnist files" in missing.stderr
 
 
 @needs_mnist

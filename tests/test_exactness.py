@@ -1,5 +1,6 @@
 """For a fixed seed, N steps over gRPC give the same weights as the same N steps in one process."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -54,8 +55,17 @@ def _assert_identical(a, b):
         assert torch.equal(a[key], b[key]), f"{key} differs"
 
 
-def test_grpc_training_is_bit_identical_to_one_process(tmp_path, label_server):
-    config = small_config(tmp_path, train={"epochs": 1, "batch_size": 16})
+CUTS = {
+    "mlp bottom + linear top": {},
+    "resnet18 cut after layer1 (4-D smashed data)": {
+        "model": {"arch": "resnet18", "cut": "layer1", "options": {"width": 0.125}}
+    },
+}
+
+
+@pytest.mark.parametrize("cut", CUTS)
+def test_grpc_training_is_bit_identical_to_one_process(tmp_path, label_server, cut):
+    config = small_config(tmp_path, train={"epochs": 1, "batch_size": 16}, **CUTS[cut])
     steps = 12
     reference = _reference_weights(config, steps)
 
@@ -82,3 +92,4 @@ def test_grpc_training_is_bit_identical_to_one_process(tmp_path, label_server):
     # and training did move the weights
     fresh = build_feature_party(config).bottom.state_dict()
     assert any(not torch.equal(fresh[k], reference[0][k]) for k in fresh)
+    assert build_feature_party(config).cut_shape == ((16,) if not CUTS[cut] else (8, 8, 8))

@@ -9,6 +9,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from conftest import small_config
 from party_feature.link import GrpcLink
 from party_feature.party import build_feature_party
+from splitleak import PROTOCOL_VERSION
 from splitleak.codec import tensor_to_proto
 from splitleak.v1 import splitleak_pb2 as pb
 from splitleak.v1 import splitleak_pb2_grpc as pb_grpc
@@ -52,7 +53,7 @@ def test_bad_inputs_get_clear_statuses_and_the_server_keeps_serving(session):
         (
             _step(feature, smashed=tensor_to_proto(torch.rand(4, 15))),
             grpc.StatusCode.INVALID_ARGUMENT,
-            "smashed tensor has 15 columns, the run's cut dimension is 16",
+            "smashed tensor has samples of shape [15], the run's cut shape is [16]",
         ),
         (
             _step(feature, smashed=pb.Tensor(dtype="float32", shape=[4, 16], data=b"\x00" * 10)),
@@ -104,12 +105,26 @@ def test_hello_mismatch_is_failed_precondition(session):
     with pytest.raises(grpc.RpcError) as err:
         stub.Hello(
             pb.HelloRequest(
-                protocol_version=1, run_id="t", cut_dim=99, num_classes=10, batch_size=32, config_digest="x"
+                protocol_version=PROTOCOL_VERSION,
+                run_id="t",
+                cut_shape=[99],
+                num_classes=10,
+                batch_size=32,
+                config_digest="x",
             ),
             timeout=10,
         )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "cut dimension 99" in err.value.details() and "config digest" in err.value.details()
+    assert "cut shape [99]" in err.value.details() and "config digest" in err.value.details()
+
+
+def test_a_peer_of_protocol_version_1_is_refused_clearly(session):
+    """Version 1 sent a single cut width; a version-2 label party names the version it speaks."""
+    config, server, feature, stub = session
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Hello(pb.HelloRequest(protocol_version=1, run_id="t", num_classes=10, batch_size=32), timeout=10)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"protocol version 1 is not supported; this label party speaks {PROTOCOL_VERSION}" in err.value.details()
 
 
 def test_infer_acks_by_default_and_counts_accuracy_once(session):
@@ -146,7 +161,7 @@ def test_bearer_token_is_required_when_configured(tmp_path, label_server):
     server = label_server(config)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     stub = pb_grpc.LabelPartyStub(channel)
-    hello = pb.HelloRequest(protocol_version=1, run_id="t")
+    hello = pb.HelloRequest(protocol_version=PROTOCOL_VERSION, run_id="t")
     with pytest.raises(grpc.RpcError) as err:
         stub.Hello(hello, timeout=10, metadata=(("authorization", "Bearer wrong"),))
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -53,9 +53,20 @@ import torch
 
 from adversary.attacks.similarity import normalise, squared_distances
 
-__all__ = ["CHANNELS", "CumulativeAttacker", "View", "ViewFit", "best_fit", "fit_views", "track_prototypes"]
+__all__ = [
+    "CHANNELS",
+    "CumulativeAttacker",
+    "View",
+    "ViewFit",
+    "best_fit",
+    "evaluate_labels",
+    "fit_views",
+    "track_prototypes",
+]
 
 CHANNELS = ("grad", "smashed")
+# A fit has settled when at most this fraction of the samples changed class in a step.
+SETTLE = 0.001
 
 
 @dataclass(frozen=True)
@@ -69,16 +80,28 @@ class View:
     rows: torch.Tensor
     vectors: torch.Tensor
     dims: float
+    # "grad" or "smashed" (empty when it does not matter).
+    channel: str = ""
 
     @classmethod
-    def of(cls, rows: torch.Tensor, vectors: torch.Tensor) -> "View":
-        """Returns the view of these rows, with its effective dimension measured."""
+    def of(cls, rows: torch.Tensor, vectors: torch.Tensor, channel: str = "", keep: int | None = None) -> "View":
+        """Returns the view of these rows, with its effective dimension measured.
+
+        With keep, vectors wider than that are first rotated onto their top `keep` principal axes
+        (distances within the view are kept up to the discarded low-variance directions), which makes
+        every fitting step cheaper.
+        """
         centred = vectors - vectors.mean(dim=0, keepdim=True)
         covariance = centred.T @ centred
+        if keep is not None and vectors.shape[1] > keep:
+            _, axes = torch.linalg.eigh(covariance.double())
+            top = axes[:, -keep:].to(vectors.dtype)
+            vectors, centred = vectors @ top, centred @ top
+            covariance = centred.T @ centred
         total = float(torch.trace(covariance))
         spread = float((covariance * covariance).sum())
         dims = total * total / spread if spread > 0 else 1.0
-        return cls(rows, vectors, max(1.0, min(dims, float(vectors.shape[1]))))
+        return cls(rows, vectors, max(1.0, min(dims, float(vectors.shape[1]))), channel)
 
 
 @dataclass(frozen=True)
@@ -91,7 +114,7 @@ class ViewFit:
     # The mean log within-class variance per coordinate, sum_b n_b d_b log(W_b / (n_b d_b)) / sum_b n_b d_b:
     # lower explains the views better (the negative log-likelihood, per coordinate and up to constants).
     criterion: float
-    # Known samples whose best class by the views alone is their own label.
+    # Known samples the views place in their own class, class centres taken without the known samples.
     known_agreement: int
     iterations: int
 
@@ -108,20 +131,22 @@ def _view_scores(
         x = view.vectors
         lab = labels[view.rows]
         have = lab >= 0
-        if not bool(have.any()):
+        every = bool(have.all())
+        if not every and not bool(have.any()):
             continue
-        counts = torch.bincount(lab[have], minlength=num_classes)
+        lab_have, x_have = (lab, x) if every else (lab[have], x[have])
+        counts = torch.bincount(lab_have, minlength=num_classes)
         present = counts > 0
         present_anywhere |= present
-        sums = torch.zeros(num_classes, x.shape[1], device=device, dtype=x.dtype).index_add_(0, lab[have], x[have])
+        sums = torch.zeros(num_classes, x.shape[1], device=device, dtype=x.dtype).index_add_(0, lab_have, x_have)
         centres = sums / counts.clamp_min(1)[:, None].to(x.dtype)
         d2 = squared_distances(x, centres)
         # A class with no member in this view: as far as the farthest present class, for every row.
         if not bool(present.all()):
             worst = d2[:, present].max(dim=1, keepdim=True).values
             d2 = torch.where(present[None, :], d2, worst)
-        n_have = int(have.sum())
-        within = float(d2[have].gather(1, lab[have][:, None]).sum())
+        n_have = len(lab_have)
+        within = float((d2 if every else d2[have]).gather(1, lab_have[:, None]).sum())
         scale = n_have * view.dims
         within = max(within, 1e-12 * scale)
         criterion += scale * math.log(within / scale)
@@ -141,30 +166,64 @@ def fit_views(
     num_classes: int,
     init: torch.Tensor,
     max_iters: int = 100,
+    settle: float = 0.0,
 ) -> ViewFit:
     """Returns the labelling reached from init by the weighted multi-view fit, known samples clamped.
 
     Rows that no view covers keep label -1. Rows labelled -1 in init join the fit at its first step
     (an init of all -1 starts from the known samples alone: each class's centre is its known samples).
+    The fit stops when no label changes, when at most a fraction `settle` of the rows changed in a
+    step, or after max_iters steps.
     """
     covered = torch.zeros(num_rows, dtype=torch.bool, device=init.device)
     for view in views:
         covered[view.rows] = True
     labels = init.clone()
     labels[known_rows] = known_labels
-    agreement, iterations = 0, 0
+    iterations = 0
     scores = torch.full((num_rows, num_classes), float("-inf"), device=init.device)
     criterion = float("inf")
     for iterations in range(1, max_iters + 1):
         scores, criterion = _view_scores(views, labels, num_rows, num_classes)
         proposal = scores.argmax(dim=1)
         proposal[~covered] = -1
-        agreement = int((proposal[known_rows] == known_labels).sum())
         proposal[known_rows] = known_labels
-        if torch.equal(proposal, labels):
-            break
+        moved = int((proposal != labels).sum())
         labels = proposal
+        if moved <= settle * num_rows:
+            break
+    agreement = _known_agreement(views, labels, known_rows, known_labels, num_classes)
     return ViewFit(labels, scores, criterion, agreement, iterations)
+
+
+def _known_agreement(
+    views: list[View], labels: torch.Tensor, known_rows: torch.Tensor, known_labels: torch.Tensor, num_classes: int
+) -> int:
+    """Returns how many known samples the views place in their own class, class centres taken without them.
+
+    Left out, a known sample cannot pull its class towards itself: two known samples of different
+    classes in one natural cluster (a partition that is not the classes, e.g. randomised labels, or
+    clusters matched to the classes by a permutation) cannot both agree.
+    """
+    if not len(known_rows):
+        return 0
+    without = labels.clone()
+    without[known_rows] = -1
+    scores, _ = _view_scores(views, without, len(labels), num_classes)
+    return int((scores[known_rows].argmax(dim=1) == known_labels).sum())
+
+
+def evaluate_labels(
+    views: list[View],
+    labels: torch.Tensor,
+    *,
+    known_rows: torch.Tensor,
+    known_labels: torch.Tensor,
+    num_classes: int,
+) -> ViewFit:
+    """Returns how well a labelling explains the views: its scores, criterion and known-sample agreement."""
+    scores, criterion = _view_scores(views, labels, len(labels), num_classes)
+    return ViewFit(labels, scores, criterion, _known_agreement(views, labels, known_rows, known_labels, num_classes), 0)
 
 
 def best_fit(
@@ -174,36 +233,48 @@ def best_fit(
     known_rows: torch.Tensor,
     known_labels: torch.Tensor,
     num_classes: int,
-    candidates: dict[str, torch.Tensor],
+    starts: list[tuple[str, torch.Tensor, list[View] | None]],
     max_iters: int = 100,
     incumbent: str | None = None,
     switch_margin: float = 0.01,
 ) -> tuple[str, ViewFit]:
-    """Returns (name of the starting labelling, fit) of the best fit from any candidate.
+    """Returns (name of the start, fit) of the best fit from any start.
 
-    Best: most known samples placed in their own class by the views, then the lowest criterion.
-    The fit from the incumbent candidate (the attacker's own labelling) stays unless another places
-    more known samples, or as many with a criterion lower by more than switch_margin (the
-    within-class variance smaller by about that fraction): views that do not follow the labels
-    leave small differences of fit, which must not overturn what the attacker already holds.
-    Identical candidates are fitted once (the first name is kept).
+    Each start is (name, initial labelling, views to fit on: None for all). Which channel to trust is
+    decided by the known samples, never assumed: best is the fit whose own views place the most known
+    samples in their own class (a channel whose structure follows randomised labels or noise places
+    few), then the lowest criterion on all views (the common yardstick). The fit from the incumbent start (the attacker's own
+    labelling) stays unless another places more known samples, or as many with a criterion lower by
+    more than switch_margin (the within-class variance smaller by about that fraction): views that do
+    not follow the labels leave small differences of fit, which must not overturn what the attacker
+    already holds. Identical starts on the same views are fitted once (the first name is kept).
     """
-    fits: list[tuple[str, ViewFit]] = []
-    seen: list[torch.Tensor] = []
-    for name, init in candidates.items():
-        if any(torch.equal(init, other) for other in seen):
-            continue
-        seen.append(init)
+    def run(init: torch.Tensor, subset: list[View] | None, iters: int, settle: float) -> ViewFit:
         fit = fit_views(
-            views,
+            subset or views,
             num_rows=num_rows,
             known_rows=known_rows,
             known_labels=known_labels,
             num_classes=num_classes,
             init=init,
-            max_iters=max_iters,
+            max_iters=iters,
+            settle=settle,
         )
-        fits.append((name, fit))
+        if subset is None:
+            return fit
+        # Its known samples as its own views place them; its fit (and the scores the next rounds add
+        # to) on all views, the common yardstick.
+        judged = evaluate_labels(views, fit.labels, known_rows=known_rows, known_labels=known_labels, num_classes=num_classes)
+        return ViewFit(fit.labels, judged.scores, judged.criterion, fit.known_agreement, fit.iterations)
+
+    fits: list[tuple[str, ViewFit]] = []
+    seen: list[tuple[torch.Tensor, int]] = []
+    for name, init, subset in starts:
+        key = id(subset)
+        if any(key == other_key and torch.equal(init, other) for other, other_key in seen):
+            continue
+        seen.append((init, key))
+        fits.append((name, run(init, subset, max_iters, SETTLE)))
     name, fit = min(fits, key=lambda item: (-item[1].known_agreement, item[1].criterion))
     held = next((item for item in fits if item[0] == incumbent), None)
     if held is not None and held[1].known_agreement == fit.known_agreement:
@@ -261,18 +332,14 @@ class CumulativeAttacker:
         *,
         known_label_of: dict[int, int],
         num_classes: int,
-        width_limit: int,
-        projected_dim: int,
         seed: int,
         halflife_rounds: float = 8.0,
         refit_growth: float = 1.25,
-        max_iters: int = 100,
+        max_iters: int = 30,
         device: str | torch.device = "cpu",
     ) -> None:
         self.known_label_of = dict(known_label_of)
         self.num_classes = num_classes
-        self.width_limit = width_limit
-        self.projected_dim = projected_dim
         self.seed = seed
         self.decay = 0.5 ** (1.0 / halflife_rounds)
         self.refit_growth = refit_growth
@@ -286,7 +353,6 @@ class CumulativeAttacker:
         self._prior = torch.zeros(0, num_classes, device=self.device)
         self._latest = torch.zeros(0, num_classes, device=self.device)
         self._views: list[View] = []
-        self._projection: torch.Tensor | None = None
         # This epoch's rounds: rows and projected (not yet normalised) vectors per channel.
         self._rounds: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
         self._smashed_sum: torch.Tensor | None = None
@@ -334,25 +400,13 @@ class CumulativeAttacker:
 
     # -- the attacker's frame -------------------------------------------------------------
 
-    def _project(self, vectors: torch.Tensor) -> torch.Tensor:
-        """Returns flattened vectors, randomly projected to projected_dim when wider than width_limit.
-
-        A seeded Gaussian projection (Johnson-Lindenstrauss) keeps distances and needs no fit, so the
-        first round of a run is already in the same space as its last, live and in replay alike.
-        """
-        x = vectors.reshape(len(vectors), -1).to(self.device, torch.float32)
-        if x.shape[1] <= self.width_limit:
-            return x
-        if self._projection is None or self._projection.shape[0] != x.shape[1]:
-            generator = torch.Generator().manual_seed(self.seed * 7_919 + x.shape[1])
-            matrix = torch.randn(x.shape[1], self.projected_dim, generator=generator) / math.sqrt(self.projected_dim)
-            self._projection = matrix.to(self.device)
-        return x @ self._projection
-
     def frame(self, ids: np.ndarray, grad: torch.Tensor, smashed: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Records one round and returns its vectors in the unified space: unit gradients, unit centred smashed."""
+        """Records one round and returns its vectors in the unified space: unit gradients, unit centred smashed.
+
+        grad and smashed are (batch, d) rows, already in the engine's frame for this epoch.
+        """
         rows = self._rows(ids)
-        raw = {"grad": self._project(grad), "smashed": self._project(smashed)}
+        raw = {"grad": grad.to(self.device, torch.float32), "smashed": smashed.to(self.device, torch.float32)}
         self._rounds.append((rows, raw))
         batch_sum = raw["smashed"].sum(dim=0)
         self._smashed_sum = batch_sum if self._smashed_sum is None else self._smashed_sum + batch_sum
@@ -424,33 +478,14 @@ class CumulativeAttacker:
         if refit and int(self._valid.sum()) >= 2:
             before = self.labels.clone()
             views = self._views + self._epoch_views()
-            starts = {"current": self.labels, "known samples": torch.full_like(self.labels, -1)}
-            eliminated = self._by_elimination(views)
-            if eliminated is not None:
-                starts["elimination"] = eliminated
-            self._fit(starts, views=views, incumbent="current")
+            starts = [("current", self.labels, None), ("known samples", torch.full_like(self.labels, -1), None)]
+            # Between epoch ends the current labelling is provisional (rounds scored against prototypes):
+            # nothing to protect, the best start wins.
+            self._fit(starts, views=views, incumbent=None)
             changed = int(((before >= 0) & (before != self.labels)).sum())
         else:
             refit = False
         return RoundUpdate(self.labels[rows].cpu().numpy().astype(np.int64), changed, refit)
-
-    def _by_elimination(self, views: list[View]) -> torch.Tensor | None:
-        """Returns a starting labelling with a cluster for the one class no known sample has named yet.
-
-        The number of classes is public: once all classes but one have a known sample, the samples
-        that fit the named classes worst can only be the last class. They seed its cluster (the
-        fit keeps it only if it explains the views better). None unless exactly one class is unnamed.
-        """
-        missing = (~self._valid).nonzero().squeeze(1)
-        if len(missing) != 1 or self.num_classes < 3:
-            return None
-        scores, _ = _view_scores(views, self.labels, len(self._ids), self.num_classes)
-        fit_of_row = scores.max(dim=1).values
-        labelled = (self.labels >= 0).nonzero().squeeze(1)
-        worst = labelled[fit_of_row[labelled].argsort()[: max(1, len(labelled) // self.num_classes)]]
-        start = self.labels.clone()
-        start[worst] = int(missing[0])
-        return start
 
     def binary_scores(self, ids: np.ndarray | None = None) -> np.ndarray | None:
         """Returns class-1-minus-class-0 scores of ids (default: every sample seen), for AUC on binary tasks."""
@@ -461,15 +496,32 @@ class CumulativeAttacker:
 
     # -- fits ----------------------------------------------------------------------------
 
+    def _reframe(self, rows: torch.Tensor, epoch_vectors: dict[str, torch.Tensor]) -> None:
+        """Replaces this epoch's round vectors by the same samples' vectors in a new frame, round by round."""
+        position = torch.full((len(self._ids),), -1, dtype=torch.long, device=self.device)
+        position[rows] = torch.arange(len(rows), device=self.device)
+        if any(bool((position[r] < 0).any()) for r, _ in self._rounds):
+            raise ValueError("the epoch's vectors lack samples its rounds carried")
+        vectors = {ch: epoch_vectors[ch].to(self.device, torch.float32) for ch in CHANNELS}
+        # An epoch handed over whole (no rounds seen, as offline) counts as one round.
+        rounds = [r for r, _ in self._rounds] or [rows]
+        self._rounds = [(r, {ch: vectors[ch][position[r]] for ch in CHANNELS}) for r in rounds]
+        smashed = torch.cat([v["smashed"] for _, v in self._rounds])
+        self._smashed_sum, self._smashed_count = smashed.sum(dim=0), len(smashed)
+        self._smashed_centre = self._smashed_sum / self._smashed_count
+
     def _epoch_views(self) -> list[View]:
         if not self._rounds:
             return []
         rows = torch.cat([r for r, _ in self._rounds])
         raw = {ch: torch.cat([v[ch] for _, v in self._rounds]) for ch in CHANNELS}
         unit = self._unit(raw, raw["smashed"].mean(dim=0))
-        return [View.of(rows, unit[ch]) for ch in CHANNELS]
+        keep = max(16, 4 * self.num_classes)
+        return [View.of(rows, unit[ch], ch, keep=keep) for ch in CHANNELS]
 
-    def _fit(self, candidates: dict[str, torch.Tensor], *, views: list[View], incumbent: str) -> None:
+    def _fit(
+        self, starts: list[tuple[str, torch.Tensor, list[View] | None]], *, views: list[View], incumbent: str | None
+    ) -> None:
         known_rows, known_labels = self._known()
         name, fit = best_fit(
             views,
@@ -477,7 +529,7 @@ class CumulativeAttacker:
             known_rows=known_rows,
             known_labels=known_labels,
             num_classes=self.num_classes,
-            candidates=candidates,
+            starts=starts,
             max_iters=self.max_iters,
             incumbent=incumbent,
         )
@@ -495,7 +547,8 @@ class CumulativeAttacker:
         """Rebuilds the tracked prototypes from this epoch's rounds under the current labels."""
         if self._prototypes is None or not self._rounds:
             return
-        self._prototypes.zero_()
+        d = self._rounds[0][1]["grad"].shape[1]
+        self._prototypes = torch.zeros(len(CHANNELS), self.num_classes, d, device=self.device)
         self._mass.zero_()
         centre = self._smashed_centre
         residuals = torch.zeros(len(CHANNELS), device=self.device)
@@ -515,22 +568,40 @@ class CumulativeAttacker:
         if count:
             self._mean_sq = (residuals / count).clamp_min(1e-6)
 
-    def end_epoch(self, ids: np.ndarray, candidates: dict[str, np.ndarray]) -> np.ndarray:
+    def end_epoch(
+        self, ids: np.ndarray, candidates: dict[str, np.ndarray], epoch_vectors: dict[str, torch.Tensor] | None = None
+    ) -> np.ndarray:
         """Returns the estimate for ids after fitting every view so far, from the best starting labelling.
 
         candidates: labellings of ids (one per single attack of this epoch); the attacker's own
-        current labelling is always a candidate too.
+        current labelling is always a candidate too. epoch_vectors: the epoch's vectors of ids per
+        channel in the frame the next epoch's rounds will come in (the engine's new PCA axes); they
+        make this epoch's views and the prototypes the next epoch starts from. Without them the
+        rounds' own vectors are used.
         """
-        epoch_views = self._epoch_views()
         rows = self._rows(ids)
-        starts = {"cumulative": self.labels.clone(), "known samples": torch.full_like(self.labels, -1)}
+        if epoch_vectors is not None:
+            self._reframe(rows, epoch_vectors)
+        epoch_views = self._epoch_views()
+        self._views += epoch_views
+        # Every start on all views; and each channel's views alone, from the starts of that channel, so
+        # that a labelling one channel carries survives a channel whose structure follows something else
+        # (randomised labels, noise); all fits are judged on all views.
+        by_channel = {ch: [v for v in self._views if v.channel == ch] for ch in CHANNELS}
+        initial = {"cumulative": self.labels.clone(), "known samples": torch.full_like(self.labels, -1)}
         for name, predictions in candidates.items():
             init = self.labels.clone()
             init[rows] = torch.as_tensor(predictions, dtype=torch.long, device=self.device)
-            starts[name] = init
+            initial[name] = init
+        starts = [(name, init, None) for name, init in initial.items()]
+        for channel, views in by_channel.items():
+            starts += [
+                (f"{name} on the {channel} views", initial[name], views)
+                for name in ("cumulative", "known samples", f"kmeans_seeded.{channel}")
+                if name in initial
+            ]
         if self._known()[0].numel():
-            self._fit(starts, views=self._views + epoch_views, incumbent="cumulative")
-        self._views += epoch_views
+            self._fit(starts, views=self._views, incumbent="cumulative")
         # The next epoch starts from this epoch's frame: its smashed centre and the prototypes just rebuilt.
         self._rounds = []
         self._smashed_sum, self._smashed_count = None, 0

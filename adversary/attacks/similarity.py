@@ -1,4 +1,4 @@
-"""Pure math of the similarity attacks: PCA, normalisation, distances, k-means.
+"""Pure math of the similarity attacks: frames (PCA, random projection), normalisation, distances, k-means.
 
 On L2-normalised vectors, ||a/|a| - b/|b|||^2 = 2 - 2 cos(a, b): cosine
 similarity on gradients and Euclidean distance on smashed data become one
@@ -8,23 +8,67 @@ Euclidean measure, so one k-means and one nearest-neighbour serve both.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-__all__ = ["distances", "kmeans", "kmeans_plus_plus", "normalise", "reduce_dim", "squared_distances"]
+__all__ = [
+    "Frame",
+    "distances",
+    "fit_pca",
+    "kmeans",
+    "kmeans_plus_plus",
+    "normalise",
+    "random_frame",
+    "squared_distances",
+]
 
 
-def reduce_dim(
-    vectors: torch.Tensor, others: list[torch.Tensor], *, above: int, dim: int
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Returns vectors and others projected on vectors' top `dim` principal axes when wider than `above`."""
-    if vectors.shape[1] <= above or dim >= vectors.shape[1]:
-        return vectors, others
-    mean = vectors.mean(dim=0, keepdim=True)
-    # Full SVD rather than a randomised one: the same input gives the same axes, live and offline.
-    _, _, vh = torch.linalg.svd(vectors - mean, full_matrices=False)
-    basis = vh[:dim].T
-    return (vectors - mean) @ basis, [(o - mean) @ basis for o in others]
+@dataclass(frozen=True)
+class Frame:
+    """A linear map to fewer dimensions: x -> (x - mean) @ basis. PCA axes, or a random projection."""
+
+    mean: torch.Tensor
+    basis: torch.Tensor
+    # "pca" (fitted on an epoch's vectors) or "random" (a seeded Johnson-Lindenstrauss projection).
+    kind: str
+
+    @property
+    def width(self) -> int:
+        return self.basis.shape[0]
+
+    def project(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Returns vectors (rows) in this frame; the subtraction and product keep one extra copy at most."""
+        return (vectors - self.mean) @ self.basis
+
+
+def fit_pca(vectors: torch.Tensor, *, dim: int, seed: int, max_rows: int) -> Frame:
+    """Returns the top `dim` principal axes of vectors, by seeded randomized SVD (Halko et al. 2011).
+
+    At most max_rows rows (drawn by the seed) are used for the fit: the axes of a large sample are
+    those of the whole. The same input and seed give the same axes, live and in replay.
+    """
+    n, width = vectors.shape
+    generator = torch.Generator().manual_seed(seed)
+    rows = vectors
+    if n > max_rows:
+        pick = torch.randperm(n, generator=generator)[:max_rows].sort().values
+        rows = vectors[pick.to(vectors.device)]
+    mean = rows.mean(dim=0, keepdim=True)
+    k = min(dim, width, len(rows))
+    devices = [vectors.device] if vectors.device.type == "cuda" else []
+    # svd_lowrank draws its test matrix from the global generator: seed it without disturbing anyone else's.
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        _, _, v = torch.svd_lowrank(rows - mean, q=min(k + 10, width, len(rows)), niter=4)
+    return Frame(mean, v[:, :k].contiguous(), "pca")
+
+
+def random_frame(width: int, dim: int, *, seed: int, device: torch.device | str = "cpu") -> Frame:
+    """Returns a seeded Gaussian projection to dim dimensions (distances kept, Johnson-Lindenstrauss); no fit needed."""
+    generator = torch.Generator().manual_seed(seed * 7_919 + width)
+    basis = torch.randn(width, dim, generator=generator) / math.sqrt(dim)
+    return Frame(torch.zeros(1, width, device=device), basis.to(device), "random")
 
 
 def normalise(vectors: torch.Tensor) -> torch.Tensor:

@@ -17,9 +17,11 @@ from __future__ import annotations
 import torch
 from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
+from opacus.validators import ModuleValidator
 
 from party_label.defenses.base import DEFENSES, Defense
 from party_label.defenses.mechanisms import clip_and_noise, epsilon_spent, noise_multiplier_for
+from splitleak.config import ConfigError
 
 
 @DEFENSES.register("dp_sgd")
@@ -44,6 +46,13 @@ class DpSgd(Defense):
         self._generator = torch.Generator().manual_seed(ctx.seed + 32452843)
 
     def wrap_training(self, top, optimizer):
+        problems = ModuleValidator.validate(top, strict=False)
+        if problems:
+            raise ConfigError(
+                "dp_sgd cannot compute per-sample gradients of this top model: "
+                + "; ".join(str(p) for p in problems)
+                + " (cut after the last BatchNorm, or use a model with GroupNorm)"
+            )
         private_top = GradSampleModule(top, loss_reduction="mean")
         private_optimizer = DPOptimizer(
             optimizer,

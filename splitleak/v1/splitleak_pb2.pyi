@@ -17,20 +17,20 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class HelloRequest(_message.Message):
-    __slots__ = ("protocol_version", "run_id", "cut_dim", "num_classes", "batch_size", "config_digest")
+    __slots__ = ("protocol_version", "run_id", "num_classes", "batch_size", "config_digest", "cut_shape")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
-    CUT_DIM_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     run_id: str
-    cut_dim: int
     num_classes: int
     batch_size: int
     config_digest: str
-    def __init__(self, protocol_version: _Optional[int] = ..., run_id: _Optional[str] = ..., cut_dim: _Optional[int] = ..., num_classes: _Optional[int] = ..., batch_size: _Optional[int] = ..., config_digest: _Optional[str] = ...) -> None: ...
+    cut_shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, protocol_version: _Optional[int] = ..., run_id: _Optional[str] = ..., num_classes: _Optional[int] = ..., batch_size: _Optional[int] = ..., config_digest: _Optional[str] = ..., cut_shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class HelloReply(_message.Message):
     __slots__ = ("protocol_version", "run_id", "defense", "returns_predictions", "next_epoch", "next_step")
