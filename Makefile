@@ -34,12 +34,15 @@ protos: $(STAMP)
 results: $(STAMP)
 	$(BIN)/splitleak results
 
-# Rewrites docs/benchmarks.md; run it on an otherwise idle machine.
+# Rewrites docs/benchmarks.md; run it on an otherwise idle machine (about 15 minutes on 2 cores).
 bench: $(STAMP)
 	$(BIN)/splitleak bench transport
 	$(BIN)/splitleak bench transport --config configs/mnist.yaml --section mnist
+	$(BIN)/splitleak bench transport model.cut_dim=8192 --section wide-8192
 	$(BIN)/splitleak demo --config configs/mnist.yaml --run-dir runs/mnist
 	$(BIN)/splitleak bench attacks --run-dir runs/mnist
+	$(BIN)/splitleak bench attacks --synthetic 50000,8192,10
+	$(BIN)/splitleak bench attacks --synthetic 1000000,128,10 --channels grad --attacks distance,kmeans_seeded
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

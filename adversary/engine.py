@@ -61,6 +61,8 @@ class AttackEngine:
         # Training smashed data of the last epoch, in the smashed frame, labelled by the labeller.
         self._train_labelled: Reference | None = None
         self._previous_cumulative: tuple[np.ndarray, np.ndarray] | None = None
+        # Seconds the last epoch's frame (fit and projection) of each data kind took.
+        self.frame_seconds: dict[str, float] = {}
         self.cumulative = (
             CumulativeAttacker(
                 known_label_of=self.known_label_of,
@@ -134,7 +136,12 @@ class AttackEngine:
 
         x and the references are already in one frame; the random guess needs no vectors at all.
         """
-        references = {**references, "none": Reference(x[:0], torch.empty(0, dtype=torch.long), "none")}
+        x = x.to(self.device)
+        references = {
+            kind: None if ref is None else Reference(ref.vectors.to(self.device), ref.labels.to(self.device), ref.source)
+            for kind, ref in references.items()
+        }
+        references["none"] = Reference(x[:0], torch.empty(0, dtype=torch.long, device=self.device), "none")
         results = []
         for name in names:
             attack = ATTACKS.get(name)()
@@ -162,7 +169,7 @@ class AttackEngine:
                 kmeans_tol=self.cfg.kmeans_tol,
                 seed=self.seed * 100003 + round_seed,
             )
-            prediction = attack.predict(x.to(self.device), reference, ctx)
+            prediction = attack.predict(x, reference, ctx)
             results.append(
                 AttackResult(
                     name,
@@ -241,25 +248,38 @@ class AttackEngine:
         )
         return results
 
+    def epoch_attacks(
+        self, data: str, epoch: int, ids: np.ndarray, vectors: torch.Tensor, names: list[str] | None = None
+    ) -> tuple[list[AttackResult], torch.Tensor]:
+        """Returns the epoch-end single attacks on one data kind (all of per_epoch, or names) and the
+        epoch's vectors in the frame fitted on them (frame_seconds[data]: what fitting and projecting cost)."""
+        start = time.perf_counter()
+        frame = self._fit_frame(data, vectors, epoch)
+        reduced = self._in(frame, vectors)
+        if reduced.is_cuda:
+            torch.cuda.synchronize(reduced.device)
+        self.frame_seconds[data] = time.perf_counter() - start
+        reference = self._known_in(ids, reduced, f"epoch {epoch} vectors of the known samples")
+        results = self._run(
+            self.cfg.per_epoch if names is None else names,
+            data,
+            "train",
+            ids,
+            reduced,
+            {"known": reference},
+            round_seed=epoch,
+            with_baselines=data == "grad",
+        )
+        return results, reduced
+
     def train_epoch(self, epoch: int, ids: np.ndarray, smashed: torch.Tensor, grad: torch.Tensor) -> list[AttackResult]:
         """Returns the full-epoch attacks, with the known samples' vectors from the same epoch."""
         raw = {"grad": _flat(grad).to(self.device), "smashed": _flat(smashed).to(self.device)}
         reduced = {}
         results = []
         for data in KINDS:
-            frame = self._fit_frame(data, raw[data], epoch)
-            reduced[data] = self._in(frame, raw[data])
-            reference = self._known_in(ids, reduced[data], f"epoch {epoch} vectors of the known samples")
-            results += self._run(
-                self.cfg.per_epoch,
-                data,
-                "train",
-                ids,
-                reduced[data],
-                {"known": reference},
-                round_seed=epoch,
-                with_baselines=data == "grad",
-            )
+            found, reduced[data] = self.epoch_attacks(data, epoch, ids, raw[data])
+            results += found
         if self.cumulative is not None:
             start = time.perf_counter()
             # Every single attack's labelling is a place the cumulative fit may start from.

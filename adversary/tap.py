@@ -25,6 +25,7 @@ from adversary.leakage import headline, leakage
 from adversary.scoring import Scorer
 from splitleak.codec import tensor_from_proto
 from splitleak.data import load_dataset, read_known_samples
+from splitleak.entry import device_name
 from splitleak.runlog import JsonlWriter, write_json_atomic
 from splitleak.v1 import splitleak_pb2 as pb
 
@@ -64,12 +65,27 @@ class _Phase:
     steps: set = field(default_factory=set)
 
     def sorted_arrays(self) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None]:
-        """Returns (ids, smashed, grad) with rows ordered by sample id."""
+        """Returns (ids, smashed, grad) with rows ordered by sample id, emptying the phase.
+
+        Each round's rows are written straight to their sorted places and the round is let go, so an
+        epoch's vectors are held once (plus one round), never concatenated and then reordered.
+        """
         ids = np.concatenate(self.ids)
         order = np.argsort(ids, kind="stable")
-        smashed = torch.cat(self.smashed)[torch.as_tensor(order)]
-        grad = torch.cat(self.grad)[torch.as_tensor(order)] if self.grad else None
-        return ids[order], smashed, grad
+        place = np.empty_like(order)
+        place[order] = np.arange(len(order))
+        sizes = [len(i) for i in self.ids]
+        return ids[order], _gather(self.smashed, place, sizes), _gather(self.grad, place, sizes) if self.grad else None
+
+
+def _gather(rounds: list[torch.Tensor], place: np.ndarray, sizes: list[int]) -> torch.Tensor:
+    """Returns the rounds' rows stacked at their places; the list is emptied round by round."""
+    out = torch.empty((len(place), *rounds[0].shape[1:]), dtype=rounds[0].dtype)
+    start = 0
+    for size in sizes:
+        out[torch.as_tensor(place[start : start + size])] = rounds.pop(0)
+        start += size
+    return out
 
 
 class Tap:
@@ -391,6 +407,7 @@ class Tap:
             **(self._finish or {"task": None, "defense": None, "timing": None}),
             "adversary": {
                 "mode": self.config.adversary.mode,
+                "device": self.config.adversary.device,
                 "rounds_observed": self._rounds,
                 "scored": self.scorer is not None,
                 "seconds": time.time() - self._started,
@@ -430,6 +447,7 @@ def build_tap(config) -> Tap:
             device=adv.device,
             seed=config.run.seed,
         )
+        log.info("attacks run on %s", device_name(adv.device))
     else:
         log.warning("adversary.known_labels is not set: exchanges are logged, no attack runs")
     scorer = Scorer.from_config(config) if adv.ground_truth else None

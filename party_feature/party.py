@@ -16,6 +16,7 @@ from splitleak import PROTOCOL_VERSION
 from splitleak.codec import tensor_from_proto, tensor_to_proto
 from splitleak.config import config_digest
 from splitleak.data import Split, load_dataset, read_known_samples, split_ids
+from splitleak.entry import device_name
 from splitleak.models import build_optimizer, build_split, cut_shape
 from splitleak.v1 import splitleak_pb2 as pb
 
@@ -55,6 +56,12 @@ class FeatureParty:
         bottom, _ = build_split(config.model, input_shape=input_shape, num_classes=num_classes, seed=config.run.seed)
         self.cut_shape = cut_shape(bottom, input_shape)
         self.bottom = bottom.to(self.device)
+        log.info(
+            "bottom model (%d parameters, cut shape %s) on %s",
+            sum(p.numel() for p in self.bottom.parameters()),
+            list(self.cut_shape),
+            device_name(self.device),
+        )
         self.optimizer = build_optimizer(self.bottom, config.train)
         self.wire_dtype = config.feature_party.wire_dtype
 

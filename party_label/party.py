@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from party_label.defenses import DefenseContext, build_defense
 from splitleak import PROTOCOL_VERSION
 from splitleak.data import Split
+from splitleak.entry import device_name
 from splitleak.errors import ProtocolError
 from splitleak.models import build_optimizer, build_split, cut_shape
 
@@ -82,6 +83,13 @@ class LabelParty:
         del bottom
         top = top.to(self.device)
         self.top, self.optimizer = self.defense.wrap_training(top, build_optimizer(top, config.train))
+        log.info(
+            "top model (%d parameters, cut shape %s, defense %s) on %s",
+            sum(p.numel() for p in top.parameters()),
+            list(self.cut_shape),
+            self.defense.name,
+            device_name(self.device),
+        )
 
         self._lock = threading.Lock()
         self._greeted = False

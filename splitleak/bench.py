@@ -65,14 +65,15 @@ def _grpc_form(config, *, proxy: bool, attacks: bool, cumulative: bool = True) -
         link = GrpcLink(config)
         report = build_feature_party(config).run(link)
         link.close()
-        wait_servers(procs)
+        wait_servers(procs, Path(config.run.dir))
     finally:
         stop_processes(procs, timeout_s=15)
     return report.train_seconds
 
 
-def bench_transport(config_path: Path | None, overrides: list[str], run_root: Path) -> list[dict]:
-    """Returns one row per form: in-process, gRPC direct, gRPC through the proxy (attacks off, then on)."""
+def bench_transport(config_path: Path | None, overrides: list[str], run_root: Path, repeats: int = 3) -> list[dict]:
+    """Returns one row per form (in-process, gRPC direct, gRPC through the proxy with attacks off, then on):
+    the median training seconds of `repeats` runs of each."""
     from splitleak.data import load_dataset, split_ids
     from splitleak.runner import run_in_process
 
@@ -89,14 +90,21 @@ def bench_transport(config_path: Path | None, overrides: list[str], run_root: Pa
         ("gRPC via adversary proxy, live attacks on (all)", "proxy-attacks", dict(proxy=True, attacks=True)),
     ]
     rows = []
-    for label, name, grpc_args in forms:
-        config = base.model_copy(update={"run": base.run.model_copy(update={"dir": run_root / name, "id": name})})
-        print(f"bench transport: {label} ...", file=sys.stderr, flush=True)
-        if grpc_args is None:
-            off = config.model_copy(update={"adversary": config.adversary.model_copy(update={"mode": "off"})})
-            seconds = run_in_process(off)["timing"]["train_seconds"]
-        else:
-            seconds = _grpc_form(config, **grpc_args)
+    timings: dict[str, list[float]] = {}
+    # Forms take turns, round after round, so that a slow spell of the machine falls on all of them.
+    for turn in range(repeats):
+        for label, name, grpc_args in forms:
+            config = base.model_copy(update={"run": base.run.model_copy(update={"dir": run_root / name, "id": name})})
+            print(f"bench transport: {label} ({turn + 1}/{repeats}) ...", file=sys.stderr, flush=True)
+            if grpc_args is None:
+                off = config.model_copy(update={"adversary": config.adversary.model_copy(update={"mode": "off"})})
+                seconds = run_in_process(off)["timing"]["train_seconds"]
+            else:
+                seconds = _grpc_form(config, **grpc_args)
+            timings.setdefault(label, []).append(seconds)
+    for label, name, _ in forms:
+        config = base
+        seconds = statistics.median(timings[label])
         n = len(
             split_ids(
                 len(load_dataset(config.data, config.run.seed).labels()),
@@ -109,6 +117,7 @@ def bench_transport(config_path: Path | None, overrides: list[str], run_root: Pa
             {
                 "form": label,
                 "train_seconds": round(seconds, 2),
+                "runs": " ".join(f"{t:.2f}" for t in timings[label]),
                 "rounds_per_s": round(steps / seconds, 1),
                 "samples_per_s": round(n * config.train.epochs / seconds, 1),
             }
@@ -191,7 +200,7 @@ def _table(rows: list[dict]) -> str:
 
 def _cmd_transport(args) -> int:
     start = time.time()
-    rows = bench_transport(args.config, args.overrides, args.run_root)
+    rows = bench_transport(args.config, args.overrides, args.run_root, repeats=args.repeats)
     cost = cumulative_cost(args.run_root / "proxy-attacks")
     command = (
         "splitleak bench transport"
@@ -201,7 +210,8 @@ def _cmd_transport(args) -> int:
     body = (
         f"## Training throughput: in-process vs gRPC vs gRPC through the adversary\n\n"
         f"Command: `{command}` (one run, {time.time() - start:.0f}s; machine: {_machine()})\n\n"
-        f"Config: {args.config or 'configs/demo.yaml'}; train seconds as the feature party measures them.\n\n"
+        f"Config: {args.config or 'configs/demo.yaml'}; train seconds as the feature party measures them, the "
+        f"median of {args.repeats} runs of each form (the forms take turns; `runs` lists every run).\n\n"
         + _table(rows)
         + "\n\nWhat the cumulative attacker cost in the run with all attacks on, from its attack log (the "
         "per-round update, the refits of every view while the first epoch's samples arrive, the epoch-end "
@@ -214,7 +224,51 @@ def _cmd_transport(args) -> int:
     return 0
 
 
+def _cmd_synthetic(args) -> int:
+    import json
+
+    from splitleak.bench_synthetic import bench_synthetic
+    from splitleak.entry import device_name
+
+    try:
+        n, d, k = (int(v) for v in args.synthetic.split(","))
+    except ValueError:
+        print(f"splitleak bench attacks: --synthetic takes N,D,K (three integers), got {args.synthetic!r}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    channels = args.channels.split(",")
+    attacks = args.attacks.split(",") if args.attacks else None
+    rows = bench_synthetic(
+        n, d, k, attacks=attacks, channels=channels, seed=args.seed, repeats=args.repeats, device=args.device
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    command = f"splitleak bench attacks --synthetic {args.synthetic} --channels {args.channels}" + (
+        f" --attacks {args.attacks}" if args.attacks else ""
+    ) + (f" --device {args.device}" if args.device != "cpu" else "")
+    keys = ["attack", "data", "seconds", "reference", "reference_seconds", "accuracy", "reference_accuracy", "agreement", "peak_rss_mb"]
+    table = _table([{key: row.get(key, "") if row.get(key) is not None else "–" for key in keys} for row in rows])
+    total = rows[-1]
+    body = (
+        f"## Epoch-end attacks at {n:,} x {d:,}, {k} classes (synthetic)\n\n"
+        f"Command: `{command}` (machine: {_machine()}, {torch.get_num_threads()} torch threads"
+        + (f", attacks on {device_name(args.device)}" if args.device != "cpu" else "")
+        + ").\n\n"
+        f"Seconds are medians of {args.repeats} runs. All of them together (each once, the cumulative attacker's fit included): {total['seconds']} s; peak RSS {total['peak_rss_mb']} MB for "
+        f"{total['vectors_mb']} MB of vectors. Each reference runs the same computation on the same vectors "
+        "(k-means from the same initial centroids); `agreement` is the share of samples both label alike (1.0: the same predictions).\n\n" + table
+    )
+    print(body)
+    if not args.no_doc:
+        update_doc(f"attacks-synthetic-{n}x{d}" + (f"-{args.device.split(':')[0]}" if args.device != "cpu" else ""), body)
+    return 0
+
+
 def _cmd_attacks(args) -> int:
+    if args.synthetic:
+        return _cmd_synthetic(args)
     rows = bench_attacks(args.run_dir, args.repeats)
     body = (
         f"## Attack cost on one epoch\n\n"
@@ -235,11 +289,21 @@ def add_parser(sub) -> None:
     transport.add_argument("--config", type=Path)
     transport.add_argument("--run-root", type=Path, default=Path("runs/bench"))
     transport.add_argument("--section", default="", help="suffix for the doc section (several configs)")
+    transport.add_argument("--repeats", type=int, default=3, help="runs of each form; the median is reported")
     transport.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     transport.add_argument("overrides", nargs="*", metavar="key.sub=value")
     transport.set_defaults(func=_cmd_transport)
-    attacks = kinds.add_parser("attacks", help="time of each epoch-level attack on a captured epoch")
-    attacks.add_argument("--run-dir", type=Path, default=Path("runs/mnist"))
-    attacks.add_argument("--repeats", type=int, default=3)
-    attacks.add_argument("--no-doc", action="store_true")
+    attacks = kinds.add_parser(
+        "attacks", help="time of each epoch-level attack: on a captured epoch, or on synthetic vectors beside references"
+    )
+    attacks.add_argument("--run-dir", type=Path, default=Path("runs/mnist"), help="a run captured with adversary.capture")
+    attacks.add_argument("--repeats", type=int, default=3, help="timings per attack (and reference); the median is kept")
+    attacks.add_argument("--synthetic", metavar="N,D,K", help="class-structured vectors: N samples, D dims, K classes")
+    attacks.add_argument("--channels", default="grad,smashed", help="synthetic: data kinds to make and attack")
+    attacks.add_argument("--attacks", help="synthetic: comma-separated attacks (default: every epoch-end attack)")
+    attacks.add_argument("--threads", type=int, default=0, help="synthetic: torch CPU threads (default: all cores)")
+    attacks.add_argument("--seed", type=int, default=0)
+    attacks.add_argument("--device", default="cpu", help="synthetic: where the attacks run (e.g. cuda:0)")
+    attacks.add_argument("--json", action="store_true", help="synthetic: print the rows as a JSON list")
+    attacks.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     attacks.set_defaults(func=_cmd_attacks)

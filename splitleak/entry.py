@@ -16,6 +16,7 @@ from splitleak.config import ConfigError, RunConfig, apply_threads, load_config
 __all__ = [
     "announce_ready",
     "check_device",
+    "device_name",
     "exit_on_bad_input",
     "parse_process_args",
     "serve_until_done",
@@ -53,6 +54,17 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
 
 # The device key each process runs on.
 DEVICE_KEYS = {"party_label": "label_party.device", "party_feature": "feature_party.device", "adversary": "adversary.device"}
+
+
+def device_name(device) -> str:
+    """Returns a device as a log line names it: "cpu", or "cuda:0 (NVIDIA H100 80GB HBM3)"."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def check_device(config: RunConfig, key: str) -> None:

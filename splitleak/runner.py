@@ -154,13 +154,64 @@ def start_servers(config: RunConfig, config_path: Path, procs: list[_Process]) -
     return address
 
 
-def wait_servers(procs: list[_Process], timeout_s: float = 60.0) -> None:
-    """Waits for the label party and adversary to exit by themselves after Finish; raises DemoError if one fails."""
-    for proc in procs:
+def _last_record(path: Path) -> dict | None:
+    """Returns the last complete record of a JSON-lines file (None if there is none yet)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 65536))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
         try:
-            proc.popen.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise DemoError(f"{proc.role} did not exit after the run finished; see {proc.log_path}") from None
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
+
+
+def _doing(record: dict | None) -> str:
+    if record is None:
+        return "no record yet"
+    kind = record.get("type")
+    if kind == "round":
+        where = f"epoch {record['epoch']} step {record['step']}" if record.get("phase") == "train" else "inference"
+        return f"attacking round {record.get('round', '?')} ({where})"
+    if kind == "epoch":
+        what = "inference pass" if record.get("phase") == "infer" else f"epoch {record.get('epoch')}"
+        return f"finished the {what} attacks"
+    return f"last wrote a {kind} record"
+
+
+def wait_servers(procs: list[_Process], run_dir: Path, *, stall_s: float = 180.0, report_s: float = 10.0) -> None:
+    """Waits for the label party and adversary to exit by themselves after Finish; raises DemoError if one fails.
+
+    The adversary may still be working through its queue of rounds when training ends: it is waited for
+    as long as its attack log keeps growing (saying every report_s seconds what it is doing), and given
+    up on only after stall_s seconds without a new record.
+    """
+    log_path = run_dir / "attack_log.jsonl"
+    size, changed, reported = -1, time.monotonic(), time.monotonic()
+    for proc in procs:
+        while True:
+            try:
+                proc.popen.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            current = log_path.stat().st_size if log_path.exists() else 0
+            if current != size:
+                size, changed = current, now
+            if now - changed > stall_s:
+                raise DemoError(
+                    f"{proc.role} did not exit after the run finished and its attack log has not grown for "
+                    f"{stall_s:.0f}s; see {proc.log_path}"
+                )
+            if now - reported > report_s:
+                reported = now
+                print(f"waiting for the {proc.role}: {_doing(_last_record(log_path))}", file=sys.stderr, flush=True)
         if proc.popen.returncode != 0:
             raise DemoError(f"{proc.role} exited with code {proc.popen.returncode}; see {proc.log_path}")
 
@@ -192,7 +243,7 @@ def run_demo(config: RunConfig) -> dict:
         code = feature.popen.wait()
         if code != 0:
             raise DemoError(f"feature party exited with code {code}")
-        wait_servers(procs[:-1])
+        wait_servers(procs[:-1], run_dir)
     finally:
         stop_processes(procs, timeout_s=15)
     summary_path = run_dir / "summary.json"

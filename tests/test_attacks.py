@@ -126,3 +126,18 @@ def test_engine_uses_known_samples_of_the_same_epoch():
     assert {"distance", "kmeans_seeded", "train_centroids", "train_knn", "random"} == names
     known_ref = next(r for r in inference if r.attack == "distance").reference
     assert "training epoch 0" in known_ref, "without the side channel the proxy falls back to last-epoch smashed data"
+
+
+def test_kmeans_on_unit_rows_needs_no_normalised_copy():
+    """Scaled rows (scale = 1/|row|) give exactly what k-means on a normalised copy gives."""
+    from adversary.attacks.similarity import unit_scale
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(300, 6, generator=g) * (torch.rand(300, 1, generator=g) * 10 + 0.1)
+    unit = normalise(x)
+    seeds_scaled = kmeans_plus_plus(x, 4, generator=torch.Generator().manual_seed(1), scale=unit_scale(x))
+    seeds_copy = kmeans_plus_plus(unit, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(seeds_scaled, seeds_copy, atol=1e-6)
+    scaled = kmeans(x, seeds_copy, max_iters=100, scale=unit_scale(x))
+    copied = kmeans(unit, seeds_copy, max_iters=100)
+    assert torch.equal(scaled[0], copied[0]) and torch.allclose(scaled[1], copied[1], atol=1e-5)

@@ -1,6 +1,7 @@
 """Whole runs in one process (the same tap, engine and scorer as the proxy): scoring and replay."""
 
 import numpy as np
+import pytest
 
 from adversary.replay import replay_run
 from conftest import small_config
@@ -32,8 +33,9 @@ def test_without_ground_truth_the_attacks_predict_and_nothing_is_scored(tmp_path
     assert all(v is None for k, v in summary["time_to_leak"].items() if k != "threshold")
 
 
-def test_live_predictions_equal_offline_replay(tmp_path):
-    config, summary = _run(tmp_path, ground_truth="dataset")
+@pytest.mark.parametrize("attacks", [{}, {"pca_above": 8, "pca_dim": 6}], ids=["narrow", "wide: PCA per epoch"])
+def test_live_predictions_equal_offline_replay(tmp_path, attacks):
+    config, summary = _run(tmp_path, ground_truth="dataset", attacks=attacks)
     rows = replay_run(tmp_path / "run")
     assert rows and all(row["matches_live"] is True for row in rows)
     live = {(r["attack"], r["data"], r["phase"], r["epoch"]): r["accuracy"] for r in summary["attacks"]}

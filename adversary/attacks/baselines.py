@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from adversary.attacks.base import ATTACKS, Attack, Prediction
-from adversary.attacks.similarity import normalise
+from adversary.attacks.similarity import normalise, unit_scale
 
 __all__ = ["DirectionScoring", "NormScoring", "RandomGuess"]
 
@@ -46,7 +46,7 @@ class DirectionScoring(Attack):
 
     def predict(self, vectors, reference, ctx):
         anchor = normalise(reference.vectors[reference.labels == 1].mean(dim=0, keepdim=True))
-        cos = (normalise(vectors) @ anchor.T).squeeze(1)
+        cos = (vectors @ anchor.T).squeeze(1) * unit_scale(vectors)
         return Prediction((cos > 0).long(), cos)
 
 

@@ -18,9 +18,11 @@ __all__ = [
     "fit_pca",
     "kmeans",
     "kmeans_plus_plus",
+    "nearest_centroid",
     "normalise",
     "random_frame",
     "squared_distances",
+    "unit_scale",
 ]
 
 
@@ -38,8 +40,8 @@ class Frame:
         return self.basis.shape[0]
 
     def project(self, vectors: torch.Tensor) -> torch.Tensor:
-        """Returns vectors (rows) in this frame; the subtraction and product keep one extra copy at most."""
-        return (vectors - self.mean) @ self.basis
+        """Returns vectors (rows) in this frame, without a centred copy of the wide vectors."""
+        return vectors @ self.basis - self.mean @ self.basis
 
 
 def fit_pca(vectors: torch.Tensor, *, dim: int, seed: int, max_rows: int) -> Frame:
@@ -56,12 +58,17 @@ def fit_pca(vectors: torch.Tensor, *, dim: int, seed: int, max_rows: int) -> Fra
         rows = vectors[pick.to(vectors.device)]
     mean = rows.mean(dim=0, keepdim=True)
     k = min(dim, width, len(rows))
-    devices = [vectors.device] if vectors.device.type == "cuda" else []
-    # svd_lowrank draws its test matrix from the global generator: seed it without disturbing anyone else's.
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        _, _, v = torch.svd_lowrank(rows - mean, q=min(k + 10, width, len(rows)), niter=4)
-    return Frame(mean, v[:, :k].contiguous(), "pca")
+    centred = rows - mean
+    # Randomized range finder with power iterations: the test matrix is drawn on the CPU from the seed,
+    # so a GPU and a CPU fit the same axes (up to float rounding).
+    sketch = min(k + 10, width, len(rows))
+    test = torch.randn(width, sketch, generator=generator).to(vectors.device, vectors.dtype)
+    basis, _ = torch.linalg.qr(centred @ test)
+    for _ in range(4):
+        basis, _ = torch.linalg.qr(centred.T @ basis)
+        basis, _ = torch.linalg.qr(centred @ basis)
+    _, _, vh = torch.linalg.svd(basis.T @ centred, full_matrices=False)
+    return Frame(mean, vh[:k].T.contiguous(), "pca")
 
 
 def random_frame(width: int, dim: int, *, seed: int, device: torch.device | str = "cpu") -> Frame:
@@ -76,54 +83,118 @@ def normalise(vectors: torch.Tensor) -> torch.Tensor:
     return vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+def unit_scale(vectors: torch.Tensor) -> torch.Tensor:
+    """Returns 1/|row| for every row (0 for zero rows): rows times it are unit vectors, never materialised."""
+    norms = torch.linalg.vector_norm(vectors, dim=1)
+    return torch.where(norms > 0, 1.0 / norms.clamp_min(1e-30), torch.zeros_like(norms))
+
+
+# Rows per chunk of the centroid update (its membership matrix is classes x rows).
+CHUNK_ROWS = 262_144
+# k-means scales rows to unit length in a copy when the copy is at most this large; beyond, on the fly.
+SCALED_COPY_BYTES = 64 * 2**20
+
+
+def _scaled_sums(vectors: torch.Tensor, assign: torch.Tensor, k: int, scale: torch.Tensor | None) -> torch.Tensor:
+    """Returns the (k, d) sums of the (scaled) rows of each cluster: one (k, n) @ (n, d) product, a chunk of
+    rows at a time (a matrix product runs on every core; a scatter-add on one)."""
+    sums = torch.zeros(k, vectors.shape[1], dtype=vectors.dtype, device=vectors.device)
+    for start in range(0, len(vectors), CHUNK_ROWS):
+        rows = slice(start, start + CHUNK_ROWS)
+        members = torch.zeros(k, len(vectors[rows]), dtype=vectors.dtype, device=vectors.device)
+        weights = torch.ones_like(members[0]) if scale is None else scale[rows]
+        members.scatter_(0, assign[rows][None, :], weights[None, :])
+        sums.addmm_(members, vectors[rows])
+    return sums
+
+
 def distances(a: torch.Tensor, b: torch.Tensor, *, measure: str) -> torch.Tensor:
     """Returns the (len(a), len(b)) matrix of distances: "cosine" (as 1 - cos) or "euclidean"."""
     if measure == "cosine":
-        return 1.0 - normalise(a) @ normalise(b).T
+        return 1.0 - (a @ normalise(b).T) * unit_scale(a)[:, None]
     if measure == "euclidean":
-        return torch.cdist(a, b)
+        return squared_distances(a, b).sqrt_()
     raise ValueError(f"unknown measure {measure!r}; known: cosine, euclidean")
 
 
-def squared_distances(vectors: torch.Tensor, centroids: torch.Tensor, sq_norms: torch.Tensor | None = None) -> torch.Tensor:
-    """Returns the (len(vectors), len(centroids)) matrix of squared Euclidean distances, by one matrix product."""
+def squared_distances(
+    vectors: torch.Tensor,
+    centroids: torch.Tensor,
+    sq_norms: torch.Tensor | None = None,
+    *,
+    scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Returns the (len(vectors), len(centroids)) matrix of squared Euclidean distances, by one matrix product.
+
+    With scale, row i is taken as vectors[i] * scale[i] (e.g. unit_scale: cosine geometry) without a
+    scaled copy; sq_norms, when given, are the squared norms of the rows so taken.
+    """
+    products = vectors @ centroids.T
+    if scale is not None:
+        products.mul_(scale[:, None])
     if sq_norms is None:
-        sq_norms = (vectors * vectors).sum(dim=1)
-    d = sq_norms[:, None] - 2.0 * (vectors @ centroids.T) + (centroids * centroids).sum(dim=1)[None, :]
+        sq_norms = torch.linalg.vector_norm(vectors, dim=1).square()
+        if scale is not None:
+            sq_norms = sq_norms * scale.square()
+    d = products.mul_(-2.0).add_(sq_norms[:, None]).add_((centroids * centroids).sum(dim=1)[None, :])
     return d.clamp_min_(0.0)
 
 
-def kmeans_plus_plus(vectors: torch.Tensor, k: int, *, generator: torch.Generator) -> torch.Tensor:
+def nearest_centroid(vectors: torch.Tensor, centroids: torch.Tensor, *, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Returns each row's nearest centroid (rows taken as vectors * scale when given): the argmax of
+    x.c - |c|^2 / 2, one fused product, needing neither the rows' norms nor their squared distances."""
+    half = (centroids * centroids).sum(dim=1)[None, :] * -0.5
+    if scale is None:
+        return torch.addmm(half, vectors, centroids.T).argmax(dim=1)
+    return (vectors @ centroids.T).mul_(scale[:, None]).add_(half).argmax(dim=1)
+
+
+def kmeans_plus_plus(
+    vectors: torch.Tensor, k: int, *, generator: torch.Generator, scale: torch.Tensor | None = None
+) -> torch.Tensor:
     """Returns k initial centroids drawn by greedy k-means++ with a seeded (CPU) generator.
 
     As scikit-learn's KMeans seeds (Arthur and Vassilvitskii 2007, greedy
     variant): each new centre is the best of 2 + ln(k) candidates drawn with
     probability proportional to the squared distance to the nearest centre so
     far, "best" meaning the lowest potential (sum of squared distances) after
-    adding it.
+    adding it. With scale, rows are taken as vectors * scale (see squared_distances).
     """
     n = vectors.shape[0]
     trials = 2 + int(math.log(k)) if k > 1 else 1
-    sq_norms = (vectors * vectors).sum(dim=1)
+    sq_norms = torch.linalg.vector_norm(vectors, dim=1).square()
+    if scale is not None:
+        sq_norms = sq_norms * scale.square()
+
+    def rows(index: torch.Tensor) -> torch.Tensor:
+        picked = vectors[index]
+        return picked if scale is None else picked * scale[index, None]
+
     first = int(torch.randint(n, (1,), generator=generator).item())
     chosen = [first]
-    closest = squared_distances(vectors, vectors[first : first + 1], sq_norms).squeeze(1)
+    closest = squared_distances(vectors, rows(torch.tensor([first], device=vectors.device)), sq_norms, scale=scale)
+    closest = closest.squeeze(1)
     potential = closest.sum()
     for _ in range(1, k):
         draws = torch.rand(trials, generator=generator, dtype=torch.float64).to(vectors.device) * potential.double()
         cumulative = torch.cumsum(closest.double(), dim=0)
         candidates = torch.searchsorted(cumulative, draws).clamp_(max=n - 1)
-        to_candidates = squared_distances(vectors[candidates], vectors, sq_norms[candidates])
+        to_candidates = squared_distances(vectors, rows(candidates), sq_norms, scale=scale).T
         to_candidates = torch.minimum(to_candidates, closest[None, :])
         potentials = to_candidates.sum(dim=1)
         best = int(potentials.argmin())
         chosen.append(int(candidates[best]))
-        closest, potential = to_candidates[best], potentials[best]
-    return vectors[torch.as_tensor(chosen, device=vectors.device)].clone()
+        closest, potential = to_candidates[best].contiguous(), potentials[best]
+    return rows(torch.as_tensor(chosen, device=vectors.device)).clone()
 
 
 def kmeans(
-    vectors: torch.Tensor, centroids: torch.Tensor, *, max_iters: int, tol: float = 1e-4
+    vectors: torch.Tensor,
+    centroids: torch.Tensor,
+    *,
+    max_iters: int,
+    tol: float = 1e-4,
+    scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (assignments, centroids) after Lloyd iterations from the given centroids, run to convergence.
 
@@ -132,19 +203,31 @@ def kmeans(
     scikit-learn's KMeans does; max_iters only guards against a run that never
     settles. A cluster that loses all its members keeps its previous centroid,
     so cluster i stays tied to whatever seeded it (scikit-learn relocates it
-    instead; seeded naming needs it kept).
+    instead; seeded naming needs it kept). With scale, rows are taken as
+    vectors * scale (unit_scale: k-means on unit vectors) without a scaled copy.
     """
+    if scale is not None and vectors.numel() * vectors.element_size() <= SCALED_COPY_BYTES:
+        # Small enough to scale once: every step then skips the per-row scaling.
+        vectors, scale = vectors * scale[:, None], None
     centroids = centroids.clone()
-    sq_norms = (vectors * vectors).sum(dim=1)
-    threshold = tol * float(vectors.var(dim=0, unbiased=False).mean()) if len(vectors) > 1 else 0.0
-    assign = squared_distances(vectors, centroids, sq_norms).argmin(dim=1)
+    n = len(vectors)
+    sq_norms = torch.linalg.vector_norm(vectors, dim=1).square()
+    if scale is not None:
+        sq_norms = sq_norms * scale.square()
+    threshold = 0.0
+    if n > 1:
+        weights = torch.ones(n, dtype=vectors.dtype, device=vectors.device) if scale is None else scale
+        mean = (weights[None, :] @ vectors) / n
+        threshold = tol * float((sq_norms.sum() / n - (mean * mean).sum()) / vectors.shape[1])
+    k = len(centroids)
+    assign = nearest_centroid(vectors, centroids, scale=scale)
     for _ in range(max_iters):
-        counts = torch.bincount(assign, minlength=len(centroids)).to(vectors.dtype)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, vectors)
+        counts = torch.bincount(assign, minlength=k).to(vectors.dtype)
+        sums = _scaled_sums(vectors, assign, k, scale)
         filled = counts > 0
         previous = centroids.clone()
         centroids[filled] = sums[filled] / counts[filled, None]
-        new_assign = squared_distances(vectors, centroids, sq_norms).argmin(dim=1)
+        new_assign = nearest_centroid(vectors, centroids, scale=scale)
         if torch.equal(new_assign, assign):
             break
         assign = new_assign

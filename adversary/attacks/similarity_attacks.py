@@ -6,7 +6,15 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from adversary.attacks.base import ATTACKS, Attack, Prediction, Reference
-from adversary.attacks.similarity import distances, kmeans, kmeans_plus_plus, normalise, squared_distances
+from adversary.attacks.similarity import (
+    distances,
+    kmeans,
+    kmeans_plus_plus,
+    nearest_centroid,
+    normalise,
+    squared_distances,
+    unit_scale,
+)
 
 __all__ = [
     "DistanceAttack",
@@ -36,6 +44,17 @@ def _binary_score(dist: torch.Tensor, classes: torch.Tensor) -> torch.Tensor | N
     return d0 - d1
 
 
+def _nearest(vectors: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, ctx) -> Prediction:
+    """Returns each row's label of its nearest target (by ctx.measure), with binary scores on binary tasks."""
+    if ctx.num_classes == 2:
+        dist = distances(vectors, targets, measure=ctx.measure)
+        return Prediction(labels[dist.argmin(dim=1)], _binary_score(dist, labels))
+    if ctx.measure == "cosine":
+        # The most similar target: a row's own norm does not change which one it is.
+        return Prediction(labels[(vectors @ normalise(targets).T).argmax(dim=1)])
+    return Prediction(labels[nearest_centroid(vectors, targets)])
+
+
 @ATTACKS.register("distance")
 class DistanceAttack(Attack):
     """Each sample takes the label of its most similar known sample (1-NN)."""
@@ -43,9 +62,7 @@ class DistanceAttack(Attack):
     name = "distance"
 
     def predict(self, vectors, reference, ctx):
-        dist = distances(vectors, reference.vectors, measure=ctx.measure)
-        labels = reference.labels[dist.argmin(dim=1)]
-        return Prediction(labels, _binary_score(dist, reference.labels) if ctx.num_classes == 2 else None)
+        return _nearest(vectors, reference.vectors, reference.labels, ctx)
 
 
 @ATTACKS.register("prototype")
@@ -55,10 +72,8 @@ class PrototypeAttack(Attack):
     name = "prototype"
 
     def predict(self, vectors, reference, ctx):
-        unit = ctx.measure == "cosine"
-        protos, classes = _class_prototypes(reference, ctx.num_classes, unit=unit)
-        dist = distances(vectors, protos, measure=ctx.measure)
-        return Prediction(classes[dist.argmin(dim=1)], _binary_score(dist, classes) if ctx.num_classes == 2 else None)
+        protos, classes = _class_prototypes(reference, ctx.num_classes, unit=ctx.measure == "cosine")
+        return _nearest(vectors, protos, classes, ctx)
 
 
 @ATTACKS.register("tracking")
@@ -121,14 +136,14 @@ class KMeansSeededAttack(Attack):
     name = "kmeans_seeded"
 
     def predict(self, vectors, reference, ctx):
-        unit = normalise(vectors)
+        scale = unit_scale(vectors)
         seeds, classes = _class_prototypes(reference, ctx.num_classes, unit=True)
-        assign, centroids = kmeans(unit, seeds, max_iters=ctx.kmeans_iters, tol=ctx.kmeans_tol)
+        assign, centroids = kmeans(vectors, seeds, max_iters=ctx.kmeans_iters, tol=ctx.kmeans_tol, scale=scale)
         known_assign = squared_distances(normalise(reference.vectors), centroids).argmin(dim=1)
         names = _name_by_known(known_assign.cpu(), reference.labels.cpu(), classes.cpu()).to(assign.device)
         score = None
         if ctx.num_classes == 2:
-            score = _binary_score(squared_distances(unit, centroids), names)
+            score = _binary_score(squared_distances(vectors, centroids, scale=scale), names)
         return Prediction(names[assign], score)
 
 
@@ -139,16 +154,15 @@ class KMeansHungarianAttack(Attack):
     name = "kmeans_hungarian"
 
     def predict(self, vectors, reference, ctx):
-        unit = normalise(vectors)
+        scale = unit_scale(vectors)
         generator = torch.Generator().manual_seed(ctx.seed)
-        k = min(ctx.num_classes, len(unit))
+        k = min(ctx.num_classes, len(vectors))
         best = None
         # Restarts from fresh k-means++ draws; the lowest within-cluster sum of squares wins.
         for _ in range(ctx.kmeans_restarts):
-            assign, centroids = kmeans(
-                unit, kmeans_plus_plus(unit, k, generator=generator), max_iters=ctx.kmeans_iters, tol=ctx.kmeans_tol
-            )
-            inertia = float(((unit - centroids[assign]) ** 2).sum())
+            seeds = kmeans_plus_plus(vectors, k, generator=generator, scale=scale)
+            assign, centroids = kmeans(vectors, seeds, max_iters=ctx.kmeans_iters, tol=ctx.kmeans_tol, scale=scale)
+            inertia = float(squared_distances(vectors, centroids, scale=scale).gather(1, assign[:, None]).sum())
             if best is None or inertia < best[0]:
                 best = inertia, assign, centroids
         _, assign, centroids = best
@@ -160,5 +174,5 @@ class KMeansHungarianAttack(Attack):
         name[torch.as_tensor(rows)] = classes[torch.as_tensor(cols)]
         score = None
         if ctx.num_classes == 2:
-            score = _binary_score(squared_distances(unit, centroids), name)
+            score = _binary_score(squared_distances(vectors, centroids, scale=scale), name)
         return Prediction(name[assign], score)
