@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(PIP_EXTRA) '$(TORCH_SPEC)'
-	$(BIN)/pip install -q $(PIP_EXTRA) -e '.[dev]'
+	$(BIN)/pip install -q $(PIP_EXTRA) -e '.[dev,ray]'
 	touch $(STAMP)
 
 venv: $(STAMP)

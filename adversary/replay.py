@@ -62,7 +62,9 @@ def replay_run(run_dir: Path, *, score: bool = True) -> list[dict]:
     log_path = run_dir / "attack_log.jsonl"
     if not log_path.exists():
         raise FileNotFoundError(f"{log_path} does not exist: the replay follows the live run's rounds")
-    known_ids, known_labels = read_known_samples(config.adversary.known_labels)
+    # The run dir's own copy: a run made elsewhere (a Ray worker's scratch dir) names a path gone since.
+    known_path = run_dir / "known_labels.csv"
+    known_ids, known_labels = read_known_samples(known_path if known_path.exists() else config.adversary.known_labels)
     engine = AttackEngine(
         config.adversary.attacks,
         known_ids=known_ids,

@@ -2,9 +2,11 @@
 
 Every number in that file comes from a run this command starts; nothing is
 typed by hand. Runs use the in-process transport, which gives the same numbers
-as three processes for the same seed and thread setting (tests/test_e2e.py).
-The headline of every run is the cumulative attacker's (summary.json
-"leakage"); the single attacks' per-epoch snapshots are shown beside it.
+as three processes for the same seed and thread setting (tests/test_e2e.py),
+and go through `splitleak sweep`'s machinery (two at a time by default: the
+same numbers as one after another). The headline of every run is the
+cumulative attacker's (summary.json "leakage"); the single attacks' per-epoch
+snapshots are shown beside it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -36,7 +39,11 @@ SWEEPS = ("dp_sgd", "dp_sgd_top_only", "label_dp", "grad_compression", "marvell"
 LEAK_THRESHOLD = 0.99
 # How far the cumulative attacker may sit below the best single snapshot (issue 7's bar).
 SNAPSHOT_TOLERANCE = 0.005
-SEEDS = (0, 1, 2)
+# Seeds of the tables that report mean and 95% interval: five where a run takes seconds, three for the
+# MNIST defense grids (four grids of six points; five seeds would double an already long command).
+SEEDS = (0, 1, 2, 3, 4)
+SWEEP_SEEDS = {"marvell": SEEDS, "grad_compression": SEEDS}
+DEFAULT_SWEEP_SEEDS = (0, 1, 2)
 
 
 def _shown(override: str) -> str:
@@ -51,19 +58,19 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _interval(stats: dict | None) -> str:
+    """Returns "mean ± half-width" of a figure's statistics (the 95% t-interval), or the mean alone."""
+    if not stats:
+        return "–"
+    if not stats.get("ci95"):
+        return f"{stats['mean']:.3f}"
+    half = (stats["ci95"][1] - stats["ci95"][0]) / 2
+    return f"{stats['mean']:.3f} ± {half:.3f}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _run(config_path: Path, overrides: list[str], run_dir: Path) -> dict:
-    from splitleak.runner import run_in_process
-
-    config = load_config(
-        config_path, [*overrides, f"run.dir={run_dir}", "feature_party.progress=false", "run.log_level=WARNING"]
-    )
-    print(f"results: {config_path.name} {' '.join(overrides)}", file=sys.stderr, flush=True)
-    return run_in_process(config)
 
 
 def _accuracy(summary: dict, attack: str, data: str, phase: str, epoch) -> float | None:
@@ -100,79 +107,97 @@ def snapshot_shortfalls(summary: dict, *, tolerance: float = SNAPSHOT_TOLERANCE)
 
 def _epoch_rows(summary: dict, lead: list[str]) -> list[list[str]]:
     cumulative = _cumulative(summary)
-    rows = []
-    for epoch in range(len(cumulative)):
-        rows.append(
-            lead
-            + [str(epoch), _fmt(cumulative[epoch])]
-            + [_fmt(_accuracy(summary, *key.split("."), "train", epoch)) for key in ATTACK_COLUMNS]
-        )
-    return rows
+    return [
+        lead
+        + [str(epoch), _fmt(cumulative[epoch])]
+        + [_fmt(_accuracy(summary, *key.split("."), "train", epoch)) for key in ATTACK_COLUMNS]
+        for epoch in range(len(cumulative))
+    ]
 
 
 EPOCH_HEADER = ["epoch", "**cumulative**"] + [k.replace(".", " / ") for k in ATTACK_COLUMNS]
 
 
 class _Report:
-    """Collects every run the doc reports, for the checks that cover all of them."""
+    """Runs the grids the doc reports (through splitleak sweep) and keeps every run, for the checks on all."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path, jobs: int) -> None:
+        self.root = root
+        self.jobs = jobs
         self.runs: list[tuple[str, dict]] = []
         self.verdicts: list[str] = []
 
-    def add(self, label: str, summary: dict) -> dict:
-        self.runs.append((label, summary))
-        return summary
+    def grid(
+        self, name: str, config: Path, overrides: list[str], points, seeds
+    ) -> tuple[list[dict], list[dict], dict[tuple[str, int], dict]]:
+        """Returns (rows, point statistics, summaries by (point, seed)) of one grid."""
+        from splitleak.sweep import point_statistics, run_sweep
+
+        print(f"results: {name}", file=sys.stderr, flush=True)
+        rows = run_sweep(
+            config, overrides, points=points, seeds=list(seeds), transport="inproc", run_dir=self.root / name,
+            jobs=self.jobs,
+        )
+        summaries = {}
+        for row in rows:
+            summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
+            summaries[(row["point"], row["seed"])] = summary
+            self.runs.append((f"{name}, {row['point']}, seed {row['seed']}", summary))
+        return rows, point_statistics(rows), summaries
 
     def verdict(self, claim: str, holds: bool, detail: str) -> None:
         self.verdicts.append(f"- {claim}: **{'yes' if holds else 'no'}** ({detail})")
 
 
-def _no_defense_section(name: str, config_path: Path, overrides: list[str], root: Path, report: _Report) -> str:
-    rows, infer_rows = [], []
+def _no_defense_section(name: str, config_path: Path, overrides: list[str], seeds, report: _Report) -> str:
+    from splitleak.sweep import grid_points
+
     digits = "digits" in name
-    for layers in (1, 2, 3):
-        summary = report.add(
-            f"{name}, {layers}-layer top",
-            _run(config_path, [*overrides, f"model.top_layers={layers}"], root / f"{name.split()[0]}-top{layers}"),
-        )
-        rows += _epoch_rows(summary, [str(layers)])
-        test = summary["task"]["test_accuracy"]
-        verdict = summary["leakage"]
+    points = grid_points([("model.top_layers", [1, 2, 3])])
+    rows, stats, summaries = report.grid(name.split()[0] + "-no-defense", config_path, overrides, points, seeds)
+    epoch_rows, infer_rows = [], []
+    for point in points:
+        summary = summaries[(point.label, seeds[0])]
+        layers = point.settings["model.top_layers"]
+        epoch_rows += _epoch_rows(summary, [str(layers)])
         inference = [_accuracy(summary, a, "smashed", "infer", None) for a in INFER_COLUMNS]
+        verdict = summary["leakage"]
         infer_rows.append(
-            [str(layers), _fmt(test)]
+            [str(layers), _fmt(summary["task"]["test_accuracy"])]
             + [_fmt(v) for v in inference]
             + [f"{_fmt(verdict['inference']['accuracy'])} ({verdict['inference']['attack']})", _leak_round(summary)]
         )
-        cumulative = _cumulative(summary)
-        if digits:
-            short = snapshot_shortfalls(summary, tolerance=0.0)
+        for seed in seeds:
+            summary = summaries[(point.label, seed)]
+            cumulative = _cumulative(summary)
+            test = summary["task"]["test_accuracy"]
+            where = f"{name}, {layers}-layer top, seed {seed}"
+            if digits:
+                short = snapshot_shortfalls(summary, tolerance=0.0)
+                report.verdict(
+                    f"{where}, cumulative attacker >= the best single attack at that or an earlier epoch, every epoch",
+                    not short,
+                    "; ".join(short) or f"lowest epoch {min(cumulative):.3f}",
+                )
+            else:
+                report.verdict(
+                    f"{where}, cumulative attacker >= {LEAK_THRESHOLD} in every epoch",
+                    min(cumulative) >= LEAK_THRESHOLD,
+                    f"lowest epoch {min(cumulative):.3f}",
+                )
+            best_infer = summary["leakage"]["inference"]["accuracy"]
             report.verdict(
-                f"{name}, {layers}-layer top, cumulative attacker >= the best single attack at that or an "
-                "earlier epoch, every epoch",
-                not short,
-                "; ".join(short) or f"lowest epoch {min(cumulative):.3f}",
+                f"{where}, inference leakage >= task test accuracy - 0.01",
+                best_infer >= test - 0.01,
+                f"{best_infer:.3f} ({summary['leakage']['inference']['attack']}) vs test accuracy {test:.3f}",
             )
-        else:
-            report.verdict(
-                f"{name}, {layers}-layer top, cumulative attacker >= {LEAK_THRESHOLD} in every epoch",
-                min(cumulative) >= LEAK_THRESHOLD,
-                f"lowest epoch {min(cumulative):.3f}",
-            )
-        best_infer = verdict["inference"]["accuracy"]
-        report.verdict(
-            f"{name}, {layers}-layer top, inference leakage >= task test accuracy - 0.01",
-            best_infer >= test - 0.01,
-            f"{best_infer:.3f} ({verdict['inference']['attack']}) vs test accuracy {test:.3f}",
-        )
     shown = " ".join([str(config_path.relative_to(REPO)), *map(_shown, overrides), "model.top_layers=N"])
-    return (
-        f"### {name}\n\nCommand of one run: `splitleak demo --config {shown}` (here in-process).\n\n"
-        "Training phase, accuracy over all training samples at each epoch end (one known sample per class). "
-        "**cumulative** is the cumulative attacker (everything seen so far, both channels); the other "
+    text = (
+        f"### {name}\n\nCommand of one run: `splitleak demo --config {shown}` (here in-process). "
+        f"Seed {seeds[0]}, per epoch: accuracy over all training samples at each epoch end (one known sample per "
+        "class). **cumulative** is the cumulative attacker (everything seen so far, both channels); the other "
         "columns are single attacks on that epoch alone:\n\n"
-        + _table(["top layers", *EPOCH_HEADER], rows)
+        + _table(["top layers", *EPOCH_HEADER], epoch_rows)
         + "\n\nInference phase (on the test split's smashed data), the inference leakage (the best inference "
         "attack, picked with ground truth among them) and the first round at which the cumulative attacker's "
         "labelling of the training samples seen so far reached 0.95:\n\n"
@@ -183,87 +208,57 @@ def _no_defense_section(name: str, config_path: Path, overrides: list[str], root
             infer_rows,
         )
     )
-
-
-def _regime_section(mnist: Path, root: Path, report: _Report) -> str:
-    rows = []
-    for label, overrides, seeds in (
-        ("shipped: SGD lr 0.03, no momentum", [], (0,)),
-        ("aggressive: SGD lr 0.05, momentum 0.9", ["train.lr=0.05", "train.momentum=0.9"], SEEDS),
-    ):
-        for seed in seeds:
-            tag = ("shipped" if not overrides else "aggressive") + f"-seed{seed}"
-            summary = report.add(
-                f"MNIST, {label}, seed {seed}",
-                _run(REPO / "configs" / "mnist.yaml", [f"data.path={mnist}", *overrides, f"run.seed={seed}"], root / tag),
-            )
-            rows += _epoch_rows(summary, [label, str(seed), _fmt(summary["task"]["test_accuracy"])])
-            if overrides:
-                lowest = min(_cumulative(summary))
-                report.verdict(
-                    f"MNIST, {label}, seed {seed}, cumulative attacker >= {LEAK_THRESHOLD} in every epoch",
-                    lowest >= LEAK_THRESHOLD,
-                    f"lowest epoch {lowest:.3f}",
-                )
-    return (
-        "Command: `splitleak demo --config configs/mnist.yaml train.lr=0.05 train.momentum=0.9 run.seed=S` "
-        "against the shipped config.\n\n"
-        + _table(["training", "seed", "task test accuracy", *EPOCH_HEADER], rows)
-    )
-
-
-def _sweep_section(name: str, mnist: Path, root: Path, img_dir: Path, report: _Report) -> str:
-    from splitleak.sweep import plot_sweep, run_sweep
-
-    config_path = REPO / "configs" / "sweeps" / f"{name}.yaml"
-    overrides = [f"data.path={mnist}"] if load_config(config_path).data.path else []
-    print(f"results: sweep {name}", file=sys.stderr, flush=True)
-    out_dir = root / name
-    rows = run_sweep(config_path, overrides, defense=None, values=None, transport="inproc", out_dir=out_dir)
-    plot_sweep(rows, img_dir / f"sweep-{name}.png", title=f"{name} on {load_config(config_path).data.name}")
-    binary = any(r.get("norm.grad.train") is not None for r in rows)
-    keys = [k for k in SWEEP_KEYS if binary or not k.startswith(("norm", "direction"))]
-    table_rows = []
-    for r in rows:
-        label = r["defense"] if r["strength"] is None else f"{r['defense']}-{r['strength']:g}"
-        summary = report.add(f"sweep {name}, {label}", json.loads((out_dir / label / "summary.json").read_text()))
-        cumulative = _cumulative(summary)
-        table_rows.append(
-            [
-                r["defense"],
-                "–" if r["strength"] is None else f"{r['strength']:g}",
-                "–" if r["epsilon"] is None else f"{r['epsilon']:.2f}",
-                "diverged" if r["failure"] else _fmt(r["test_accuracy"]),
-                _fmt(r.get("leakage.train")),
-                " / ".join(_fmt(v) for v in cumulative) or "–",
-                _fmt(r.get("leakage.inference")),
-                "–" if r.get("time_to_leak.round") is None else str(r["time_to_leak.round"]),
-            ]
-            + [_fmt(r.get(k)) for k in keys]
+    if len(seeds) > 1:
+        text += f"\n\nOver seeds {', '.join(map(str, seeds))}: mean ± half-width of the 95% t-interval.\n\n" + _seed_table(
+            stats, "top layers", lambda p: str(p["settings"]["model.top_layers"])
         )
-        if name == "marvell" and r["strength"] is not None and r["strength"] <= 1:
-            report.verdict(
-                f"breast_cancer, Marvell s={r['strength']:g}, training leakage >= 0.95",
-                r["leakage.train"] is not None and r["leakage.train"] >= 0.95,
-                f"{_fmt(r['leakage.train'])}",
-            )
-    table = _table(
-        [
-            "defense",
-            "strength",
-            "epsilon",
-            "task test accuracy",
-            "**training leakage** (cumulative, end)",
-            "cumulative per epoch",
-            "inference leakage",
-            "time to leak (round)",
-        ]
-        + [k.replace(".", " / ") + " (last epoch)" if k.endswith("train") else k.replace(".", " / ") for k in keys],
-        table_rows,
-    )
+    return text
+
+
+def _seed_table(stats: list[dict], first: str, label) -> str:
+    epochs = sorted({int(k.removeprefix("cumulative.epoch")) for p in stats for k in p["figures"] if k.startswith("cumulative.epoch")})
+    header = [first, "task test accuracy", "training leakage (cumulative, end)"]
+    header += [f"cumulative, epoch {e}" for e in epochs]
+    header += ["inference leakage", "time to leak (round)", "kmeans_seeded / grad (last epoch)", "kmeans_seeded / smashed (last epoch)"]
+    rows = []
+    for p in stats:
+        f = p["figures"]
+        rows.append(
+            [label(p), _interval(f.get("test_accuracy")), _interval(f.get("leakage.train"))]
+            + [_interval(f.get(f"cumulative.epoch{e}")) for e in epochs]
+            + [
+                _interval(f.get("leakage.inference")),
+                "–" if not f.get("time_to_leak.round") else f"{f['time_to_leak.round']['mean']:.0f}",
+                _interval(f.get("kmeans_seeded.grad.train")),
+                _interval(f.get("kmeans_seeded.smashed.train")),
+            ]
+        )
+    return _table(header, rows)
+
+
+def _regime_section(mnist: Path, report: _Report) -> str:
+    from splitleak.sweep import grid_points
+
+    config = REPO / "configs" / "mnist.yaml"
+    points = grid_points([("train.lr", [0.05]), ("train.momentum", [0.9])])
+    rows, stats, summaries = report.grid("mnist-momentum", config, [f"data.path={mnist}"], points, SEEDS)
+    epoch_rows = []
+    for seed in SEEDS:
+        summary = summaries[(points[0].label, seed)]
+        epoch_rows += _epoch_rows(summary, [str(seed), _fmt(summary["task"]["test_accuracy"])])
+        lowest = min(_cumulative(summary))
+        report.verdict(
+            f"MNIST, SGD lr 0.05 momentum 0.9, seed {seed}, cumulative attacker >= {LEAK_THRESHOLD} in every epoch",
+            lowest >= LEAK_THRESHOLD,
+            f"lowest epoch {lowest:.3f}",
+        )
     return (
-        f"### {name}\n\nCommand: `splitleak sweep --config configs/sweeps/{name}.yaml` "
-        f"(here `--transport inproc`).\n\n{table}\n\n![{name} sweep](img/sweep-{name}.png)"
+        "Command: `splitleak sweep --config configs/mnist.yaml --grid train.lr=0.05 --grid train.momentum=0.9 "
+        f"--seeds {','.join(map(str, SEEDS))}` (here in-process). The shipped config (SGD lr 0.03, no momentum) "
+        "is the 1-layer row of the MNIST section.\n\n"
+        + _table(["seed", "task test accuracy", *EPOCH_HEADER], epoch_rows)
+        + f"\n\nOver the {len(SEEDS)} seeds: mean ± half-width of the 95% t-interval.\n\n"
+        + _seed_table(stats, "training", lambda p: "SGD lr 0.05, momentum 0.9")
     )
 
 
@@ -278,6 +273,112 @@ SWEEP_KEYS = (
 )
 
 
+def _sweep_section(name: str, mnist: Path, img_dir: Path, report: _Report) -> str:
+    from splitleak.sweep import grid_points, plot_sweep
+
+    config_path = REPO / "configs" / "sweeps" / f"{name}.yaml"
+    base = load_config(config_path)
+    overrides = [f"data.path={mnist}"] if base.data.path else []
+    seeds = SWEEP_SEEDS.get(name, DEFAULT_SWEEP_SEEDS)
+    points = grid_points([], defense=base.sweep.defense, values=base.sweep.values)
+    rows, stats, summaries = report.grid(f"sweep-{name}", config_path, overrides, points, seeds)
+    plot_sweep([r for r in rows if r["seed"] == seeds[0]], img_dir / f"sweep-{name}.png", title=f"{name} on {base.data.name}, seed {seeds[0]}")
+    binary = any(r.get("norm.grad.train") is not None for r in rows)
+    keys = [k for k in SWEEP_KEYS if binary or not k.startswith(("norm", "direction"))]
+    table_rows = []
+    for p in stats:
+        f = p["figures"]
+        failures = f"{p['failures']} of {len(p['seeds'])} diverged" if p["failures"] else None
+        table_rows.append(
+            [
+                p["defense"],
+                "–" if p["strength"] is None else f"{p['strength']:g}",
+                "–" if not f.get("epsilon") else f"{f['epsilon']['mean']:.2f}",
+                failures or _interval(f.get("test_accuracy")),
+                _interval(f.get("leakage.train")),
+                _interval(f.get("leakage.best_snapshot")),
+                _interval(f.get("leakage.inference")),
+                "–" if not f.get("time_to_leak.round") else f"{f['time_to_leak.round']['mean']:.0f}",
+            ]
+            + [_interval(f.get(k)) for k in keys]
+        )
+        if name == "marvell" and p["strength"] is not None and p["strength"] <= 1:
+            for seed in seeds:
+                leak = summaries[(p["point"], seed)]["leakage"]["train"]["accuracy"]
+                report.verdict(
+                    f"breast_cancer, Marvell s={p['strength']:g}, seed {seed}, training leakage >= 0.95",
+                    leak is not None and leak >= 0.95,
+                    _fmt(leak),
+                )
+    table = _table(
+        [
+            "defense",
+            "strength",
+            "epsilon",
+            "task test accuracy",
+            "**training leakage** (cumulative, end)",
+            "best single snapshot (picked with ground truth)",
+            "inference leakage",
+            "time to leak (round, mean)",
+        ]
+        + [k.replace(".", " / ") + " (last epoch)" if k.endswith("train") else k.replace(".", " / ") for k in keys],
+        table_rows,
+    )
+    return (
+        f"### {name}\n\nCommand: `splitleak sweep --config configs/sweeps/{name}.yaml --seeds "
+        f"{','.join(map(str, seeds))}` (here `--transport inproc`). Mean ± half-width of the 95% t-interval over "
+        f"{len(seeds)} seeds.\n\n{table}\n\n![{name} sweep](img/sweep-{name}.png)"
+    )
+
+
+def _cut_section(mnist: Path, img_dir: Path, report: _Report) -> str:
+    from splitleak.data import load_dataset
+    from splitleak.models import list_cuts
+    from splitleak.sweep import grid_points, plot_points
+
+    config_path = REPO / "configs" / "cuts_simplenet.yaml"
+    config = load_config(config_path, [f"data.path={mnist}"])
+    dataset = load_dataset(config.data, 0)
+    cuts = list_cuts(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    names = [c["cut"] for c in cuts]
+    points = grid_points([("model.cut", names)])
+    rows, stats, summaries = report.grid("cuts-simplenet", config_path, [f"data.path={mnist}"], points, (0,))
+    plot_points(stats, img_dir / "cuts-simplenet.png", title="SimpleNet (width 0.25) on MNIST 32x32: every cut")
+    table_rows = []
+    for cut, point in zip(cuts, points):
+        summary = summaries[(point.label, 0)]
+        cumulative = _cumulative(summary)
+        last = len(cumulative) - 1
+        table_rows.append(
+            [
+                cut["cut"],
+                "x".join(map(str, cut["shape"])),
+                f"{cut['size']:,}",
+                _fmt(summary["task"]["test_accuracy"]),
+                _fmt(summary["leakage"]["train"]["accuracy"]),
+                " / ".join(_fmt(v) for v in cumulative),
+                _fmt((summary["leakage"].get("best_snapshot") or {}).get("accuracy")),
+                _fmt(summary["leakage"]["inference"]["accuracy"]),
+                _leak_round(summary),
+            ]
+            + [_fmt(_accuracy(summary, *key.split("."), "train", last)) for key in ATTACK_COLUMNS]
+        )
+    shown = " ".join(["configs/cuts_simplenet.yaml", _shown(f"data.path={mnist}")])
+    return (
+        f"Command: `splitleak sweep --config {shown} --grid model.cut={','.join(names)}` (here in-process); "
+        "`splitleak cuts --config configs/cuts_simplenet.yaml` lists the cuts. "
+        f"{config.data.max_samples:,} MNIST images at {config.data.image_size}x{config.data.image_size} "
+        f"({config.train.epochs} epochs, seed 0); single attacks at the last epoch.\n\n"
+        + _table(
+            ["cut", "smashed shape", "values", "task test accuracy", "**training leakage**", "cumulative per epoch",
+             "best single snapshot (picked with ground truth)", "inference leakage", "time to leak"]
+            + [k.replace(".", " / ") for k in ATTACK_COLUMNS],
+            table_rows,
+        )
+        + "\n\n![cut sweep](img/cuts-simplenet.png)"
+    )
+
+
 def _versions() -> str:
     import numpy
     import sklearn
@@ -289,22 +390,27 @@ def _versions() -> str:
     )
 
 
-def generate(out: Path, *, mnist: Path, root: Path, sweeps: tuple[str, ...] = SWEEPS) -> None:
+SECTIONS = ("no-defense", "momentum", "sweeps", "cuts")
+
+
+def generate(
+    out: Path, *, mnist: Path, root: Path, sweeps: tuple[str, ...] = SWEEPS, jobs: int = 2, keep_runs: bool = False
+) -> None:
     """Runs everything docs/results.md reports and writes it (plots under docs/img/)."""
     start = time.time()
     if not (mnist / "t10k-images-idx3-ubyte.gz").exists() and not (mnist / "train-images-idx3-ubyte.gz").exists():
         raise FileNotFoundError(f"the MNIST IDX files are not in {mnist}: pass --mnist DIR")
+    if root.exists() and not keep_runs:
+        shutil.rmtree(root)  # results come from runs of this code, never from an earlier one's
     img_dir = out.parent / "img"
-    report = _Report()
+    report = _Report(root, jobs)
     sections = [
-        _no_defense_section(name, config, overrides, root, report)
-        for name, config, overrides in (
-            ("digits (MLP bottom)", REPO / "configs" / "demo.yaml", []),
-            ("MNIST (CNN bottom)", REPO / "configs" / "mnist.yaml", [f"data.path={mnist}"]),
-        )
+        _no_defense_section("digits (MLP bottom)", REPO / "configs" / "demo.yaml", [], (0,), report),
+        _no_defense_section("MNIST (CNN bottom)", REPO / "configs" / "mnist.yaml", [f"data.path={mnist}"], SEEDS, report),
     ]
-    regime = _regime_section(mnist, root, report)
-    sweep_text = [_sweep_section(name, mnist, root, img_dir, report) for name in sweeps]
+    regime = _regime_section(mnist, report)
+    sweep_text = [_sweep_section(name, mnist, img_dir, report) for name in sweeps]
+    cuts = _cut_section(mnist, img_dir, report)
     shortfalls = [(label, short) for label, summary in report.runs if (short := snapshot_shortfalls(summary))]
     report.verdict(
         f"every run below: the cumulative attacker never more than {100 * SNAPSHOT_TOLERANCE:.1f} points below "
@@ -330,16 +436,17 @@ def generate(out: Path, *, mnist: Path, root: Path, sweeps: tuple[str, ...] = SW
             "Every run's headline is the **cumulative attacker**: one label estimate per training sample from "
             "everything the adversary saw so far (both channels, every epoch), with no ground truth "
             "([attacks.md](attacks.md)). An attacker keeps what it learnt, so this, not one epoch's snapshot of "
-            "one attack, is what leaked. The single attacks are shown beside it.",
+            "one attack, is what leaked. The single attacks are shown beside it. Where a table reports several "
+            "seeds, it gives the mean ± the half-width of the 95% t-interval.",
             "## The claims checked\n\n" + "\n".join(report.verdicts),
             "## Attacks without a defense: cut depth and per-epoch accuracy",
             *sections,
             "## Training regime: the same attacks on a more confident model\n\n" + regime,
             "## Defense sweeps (the paper's grids)\n\nColumns: the task, the cumulative attacker at the last "
-            "epoch (training leakage) and per epoch, the best inference attack, the first round at which the "
-            "cumulative labelling reached 0.95, then single attacks at the last training epoch and on the "
-            "inference pass.",
+            "epoch (training leakage), the best inference attack, the first round at which the cumulative "
+            "labelling reached 0.95, then single attacks at the last training epoch and on the inference pass.",
             *sweep_text,
+            "## The paper's cut sweep: a convolutional model cut after every block\n\n" + cuts,
         ]
     )
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -353,6 +460,8 @@ def _cmd_results(args) -> int:
             mnist=args.mnist,
             root=args.run_root,
             sweeps=tuple(args.sweeps.split(",")) if args.sweeps else SWEEPS,
+            jobs=args.jobs,
+            keep_runs=args.keep_runs,
         )
     except FileNotFoundError as err:
         print(f"splitleak results: {err}", file=sys.stderr)
@@ -362,9 +471,13 @@ def _cmd_results(args) -> int:
 
 
 def add_parser(sub) -> None:
-    results = sub.add_parser("results", help="regenerate docs/results.md from fresh runs (about 25 minutes)")
+    results = sub.add_parser("results", help="regenerate docs/results.md from fresh runs (about 45 minutes on 2 cores)")
     results.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
     results.add_argument("--mnist", type=Path, default=REPO.parent / "shared" / "data" / "mnist")
     results.add_argument("--run-root", type=Path, default=Path("runs/results"))
     results.add_argument("--sweeps", help=f"comma-separated subset of {','.join(SWEEPS)}")
+    results.add_argument("--jobs", type=int, default=2, help="runs at a time (the same numbers as one at a time)")
+    results.add_argument(
+        "--keep-runs", action="store_true", help="reuse complete runs left in --run-root (only for the same code)"
+    )
     results.set_defaults(func=_cmd_results)
