@@ -7,7 +7,7 @@ PIP_EXTRA ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast protos results bench clean
+.PHONY: venv demo test test-fast protos results bench reliability clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ protos: $(STAMP)
 
 results: $(STAMP)
 	$(BIN)/splitleak results
+
+# Runs the crash-safety tests (kills, full disk, fuzzing, Finish) and writes their figures into
+# docs/reliability.md (about 6 minutes on 2 cores).
+reliability: $(STAMP)
+	$(BIN)/python -m splitleak.reliability
 
 # Rewrites docs/benchmarks.md; run it on an otherwise idle machine (about 15 minutes on 2 cores).
 bench: $(STAMP)

@@ -52,6 +52,7 @@ class AttackEngine:
         self.num_classes = num_classes
         self.device = torch.device(device)
         self.seed = seed
+        self._prior = (np.asarray(known_ids), np.asarray(known_labels))
         self.known_label_of = {int(i): int(y) for i, y in zip(known_ids, known_labels)}
         # Latest (flat, full-width) vector of each known sample, per data kind, updated as rounds arrive.
         self._latest: dict[str, dict[int, torch.Tensor]] = {"grad": {}, "smashed": {}}
@@ -74,6 +75,18 @@ class AttackEngine:
             )
             if attack_cfg.cumulative
             else None
+        )
+
+    def fresh(self) -> "AttackEngine":
+        """Returns an engine with the same prior knowledge and nothing learnt yet."""
+        known_ids, known_labels = self._prior
+        return AttackEngine(
+            self.cfg,
+            known_ids=known_ids,
+            known_labels=known_labels,
+            num_classes=self.num_classes,
+            device=str(self.device),
+            seed=self.seed,
         )
 
     # -- frames ----------------------------------------------------------------------
@@ -138,7 +151,9 @@ class AttackEngine:
         """
         x = x.to(self.device)
         references = {
-            kind: None if ref is None else Reference(ref.vectors.to(self.device), ref.labels.to(self.device), ref.source)
+            kind: None
+            if ref is None
+            else Reference(ref.vectors.to(self.device), ref.labels.to(self.device), ref.source)
             for kind, ref in references.items()
         }
         references["none"] = Reference(x[:0], torch.empty(0, dtype=torch.long, device=self.device), "none")
@@ -228,7 +243,9 @@ class AttackEngine:
             prototypes = self.cumulative.tracked_prototypes(data)
             reference = None
             if prototypes is not None:
-                reference = Reference(*prototypes, f"prototypes of {len(prototypes[1])} classes tracked over recent rounds")
+                reference = Reference(
+                    *prototypes, f"prototypes of {len(prototypes[1])} classes tracked over recent rounds"
+                )
             results += self._run(tracked, data, "train", ids, unit[data], {"tracked": reference}, int(ids[0]), False)
         update = self.cumulative.update(ids, unit)
         seen = self.cumulative.seen_ids
@@ -354,7 +371,9 @@ class AttackEngine:
     def infer_end(self, ids: np.ndarray, smashed: torch.Tensor, *, side_channel=None) -> list[AttackResult]:
         """Returns the inference-phase attacks on the whole inference pass."""
         x, references = self._infer_inputs(smashed, self._inference_reference(side_channel))
-        results = self._run(self.cfg.inference, "smashed", "infer", ids, x, references, round_seed=0, with_baselines=True)
+        results = self._run(
+            self.cfg.inference, "smashed", "infer", ids, x, references, round_seed=0, with_baselines=True
+        )
         # Label-free: how much each inference attack agrees with the others (what a run without
         # ground truth can say about them).
         labellings = [r for r in results if r.note is None and r.data != "none"]

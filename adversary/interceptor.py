@@ -6,7 +6,23 @@ import time
 
 import grpc
 
-__all__ = ["TapInterceptor"]
+from adversary.tap import AdversaryFailed
+
+__all__ = ["ResumeRefused", "TapInterceptor"]
+
+
+class ResumeRefused(grpc.RpcError):
+    """The adversary holds no checkpoint of the step the feature party resumes from (FAILED_PRECONDITION)."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(details)
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.FAILED_PRECONDITION
+
+    def details(self) -> str:
+        return self._details
 
 
 class TapInterceptor(grpc.UnaryUnaryClientInterceptor):
@@ -20,6 +36,12 @@ class TapInterceptor(grpc.UnaryUnaryClientInterceptor):
         if isinstance(method, bytes):
             method = method.decode()
         name = method.rsplit("/", 1)[-1]
+        if self._tap.failure is not None:
+            raise AdversaryFailed(self._tap.failure)
+        if name == "Hello" and request.HasField("resume_from"):
+            point = (request.resume_from.epoch, request.resume_from.step)
+            if not self._tap.holds(*point):
+                raise ResumeRefused(f"adversary cannot resume: no checkpoint of step {point}")
         start = time.perf_counter()
         outcome = continuation(client_call_details, request)
         latency = time.perf_counter() - start

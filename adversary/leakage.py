@@ -66,7 +66,12 @@ def leakage(rows: list[dict], time_to_leak: dict | None, *, threshold: float, sc
     elif inference:
         # Without ground truth: the inference attack that agrees most with the others.
         chosen = max(inference, key=lambda r: r.get("agreement") or 0.0)
-        infer = {"accuracy": None, "attack": _name(chosen), "samples": chosen["n"], "agreement": chosen.get("agreement")}
+        infer = {
+            "accuracy": None,
+            "attack": _name(chosen),
+            "samples": chosen["n"],
+            "agreement": chosen.get("agreement"),
+        }
     result = {
         "scored": scored,
         "threshold": threshold,

@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from adversary.tap import MESSAGES, Tap
+from adversary.tap import MESSAGES, AdversaryFailed, Tap
 from splitleak.transport import add_health_and_reflection, bind_server, create_channel, create_server
 from splitleak.v1 import splitleak_pb2 as pb
 
@@ -32,6 +33,14 @@ class _Forwarder:
         upstream = self._channel.unary_unary(f"/{SERVICE_NAME}/{name}")  # bytes in, bytes out
 
         def forward(request: bytes, context: grpc.ServicerContext) -> bytes:
+            if self._tap.failure is not None:
+                context.abort(grpc.StatusCode.UNAVAILABLE, self._tap.failure)
+            if name == "Hello":
+                try:
+                    hello = pb.HelloRequest.FromString(request)
+                except DecodeError as err:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a valid HelloRequest: {err}")
+                self._check_resume(hello, context)
             remaining = context.time_remaining()
             timeout = remaining if remaining is not None and remaining < 1e6 else self._default_deadline_s
             metadata = tuple((k, v) for k, v in context.invocation_metadata() if k not in _HOP_METADATA)
@@ -39,7 +48,8 @@ class _Forwarder:
             try:
                 reply = upstream(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as err:
-                self._tap.observe(
+                self._observe(
+                    context,
                     name,
                     request,
                     None,
@@ -47,10 +57,27 @@ class _Forwarder:
                     error=f"{err.code().name}: {err.details()}",
                 )
                 context.abort(err.code(), err.details() or "upstream error")
-            self._tap.observe(name, request, reply, latency_s=time.perf_counter() - start)
+            self._observe(context, name, request, reply, latency_s=time.perf_counter() - start)
             return reply
 
         return grpc.unary_unary_rpc_method_handler(forward)
+
+    def _observe(self, context, *args, **kwargs) -> None:
+        try:
+            self._tap.observe(*args, **kwargs)
+        except AdversaryFailed as err:
+            # Loudly: a run that goes on unrecorded would be worse than one that stops.
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+
+    def _check_resume(self, hello: pb.HelloRequest, context) -> None:
+        if hello.HasField("resume_from"):
+            point = (hello.resume_from.epoch, hello.resume_from.step)
+            if not self._tap.holds(*point):
+                held = ", ".join(map(str, self._tap.checkpoints.steps())) or "none"
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"adversary cannot resume: no checkpoint of step {point} (it holds: {held})",
+                )
 
 
 @dataclass
@@ -71,8 +98,9 @@ def serve_proxy(config, tap: Tap) -> RunningProxy:
     adv = config.adversary
     channel = create_channel(adv.upstream, config.transport)
     forwarder = _Forwarder(channel, tap, config.feature_party.deadline_s)
-    # The proxy checks no token itself: it forwards the caller's, and the label party decides.
-    server = create_server(config.transport.model_copy(update={"token": None}))
+    # With a token configured the proxy checks it too (and forwards it): a local client without it is refused
+    # here, before anything reaches the label party or the log.
+    server = create_server(config.transport)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE_NAME, {name: forwarder.handler(name) for name in MESSAGES}),)
     )

@@ -9,7 +9,6 @@ in-process link. All three therefore write the same logs.
 from __future__ import annotations
 
 import logging
-import queue
 import shutil
 import threading
 import time
@@ -21,17 +20,18 @@ import numpy as np
 import torch
 
 from adversary.engine import AttackEngine
-from adversary.leakage import headline, leakage
+from adversary.summary import build_summary
 from adversary.scoring import Scorer
+from splitleak.checkpoint import CheckpointError, Checkpoints, is_boundary, keep_for
 from splitleak.codec import tensor_from_proto
 from splitleak.data import load_dataset, read_known_samples
 from splitleak.entry import device_name
-from splitleak.runlog import JsonlWriter, write_json_atomic
+from splitleak.runlog import JsonlWriter, read_jsonl, write_json_atomic
 from splitleak.v1 import splitleak_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MESSAGES", "SIDE_CHANNEL", "Tap", "build_tap"]
+__all__ = ["AdversaryFailed", "MESSAGES", "SIDE_CHANNEL", "Tap", "build_tap"]
 
 # Method name -> (request type, reply type), to parse what the proxy forwards as bytes.
 MESSAGES = {
@@ -52,6 +52,68 @@ class _Event:
     latency_s: float
     wall: float
     error: str | None = None
+    size: int = 0
+
+
+class AdversaryFailed(RuntimeError):
+    """The adversary's worker has stopped (e.g. its disk is full): exchanges can no longer be recorded."""
+
+
+class _Front:
+    """The forwarding path's queue to the worker: bounded in exchanges and in bytes; a put waits while it is
+    full (the caller is told, to log it) and fails at once once the worker has died."""
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self.max_items, self.max_bytes = max_items, max_bytes
+        self._items: list[_Event | None] = []
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self._unfinished = 0
+        self.failure: str | None = None
+
+    def _full(self, size: int) -> bool:
+        return bool(self._items) and (len(self._items) >= self.max_items or self._bytes + size > self.max_bytes)
+
+    def put(self, event: _Event | None, on_wait=None) -> float:
+        """Queues an event; returns how long it waited for room (seconds); raises AdversaryFailed."""
+        size = 0 if event is None else event.size
+        with self._cond:
+            if self.failure is not None and event is not None:
+                raise AdversaryFailed(self.failure)
+            waited = 0.0
+            if self._full(size):
+                if on_wait is not None:
+                    on_wait(len(self._items), self._bytes)
+                start = time.perf_counter()
+                while self._full(size) and self.failure is None:
+                    self._cond.wait(0.5)
+                waited = time.perf_counter() - start
+            if self.failure is not None and event is not None:
+                raise AdversaryFailed(self.failure)
+            self._items.append(event)
+            self._bytes += size
+            self._unfinished += 1
+            self._cond.notify_all()
+            return waited
+
+    def get(self) -> _Event | None:
+        with self._cond:
+            while not self._items:
+                self._cond.wait()
+            event = self._items.pop(0)
+            self._bytes -= 0 if event is None else event.size
+            self._cond.notify_all()
+            return event
+
+    def done(self) -> None:
+        with self._cond:
+            self._unfinished -= 1
+            self._cond.notify_all()
+
+    def fail(self, message: str) -> None:
+        with self._cond:
+            self.failure = message
+            self._cond.notify_all()
 
 
 @dataclass
@@ -91,87 +153,139 @@ def _gather(rounds: list[torch.Tensor], place: np.ndarray, sizes: list[int]) -> 
 class Tap:
     """Observes exchanges on the forwarding path; logs, captures and attacks on its own worker."""
 
-    def __init__(self, config, *, engine: AttackEngine | None, scorer: Scorer | None) -> None:
+    def __init__(self, config, *, engine: AttackEngine | None, scorer: Scorer | None, resume: bool = False) -> None:
         self.config = config
         self.run_dir = Path(config.run.dir)
         self.engine = engine
         self.scorer = scorer
         self.capture = config.adversary.capture
-        # What a previous run in the same directory left would mix with this run's records.
-        for stale in ("tensors", "predictions"):
-            shutil.rmtree(self.run_dir / stale, ignore_errors=True)
-        (self.run_dir / SIDE_CHANNEL).unlink(missing_ok=True)
-        self.log = JsonlWriter(self.run_dir / "attack_log.jsonl")
-        self._queue: queue.Queue[_Event | None] = queue.Queue(maxsize=config.adversary.queue_size)
+        if not resume:
+            # What a previous run in the same directory left would mix with this run's records.
+            for stale in ("tensors", "predictions"):
+                shutil.rmtree(self.run_dir / stale, ignore_errors=True)
+            (self.run_dir / SIDE_CHANNEL).unlink(missing_ok=True)
+        # A resumed run appends to its log; a fresh one starts it.
+        self.log = JsonlWriter(self.run_dir / "attack_log.jsonl", append=resume)
+        self.checkpoints = Checkpoints(self.run_dir, "adversary", keep=keep_for(config, "adversary"))
+        self._front = _Front(config.adversary.queue_size, config.adversary.queue_mb * 2**20)
         self._worker = threading.Thread(target=self._work, name="adversary-tap", daemon=True)
         self._train: _Phase | None = None
         self._infer: _Phase | None = None
         self._rounds = 0
-        self._hello: dict | None = None
-        self._results: list[dict] = []
-        self._time_to_leak: dict[str, dict | None] = {}
-        self._finish: dict | None = None
-        self._started = time.time()
+        self._steps_per_epoch = 0
+        # Resumed: restore at the first Hello (from its resume_from, or from nothing).
+        self._restore_pending = resume
+        # Keys of the records a crashed run wrote after the state restored: written again, marked duplicate.
+        self._orphans: set[tuple] = set()
         self.finished = threading.Event()
+        self.failed = threading.Event()
+        self.last_exchange = time.monotonic()
         self._closed = False
         self._worker.start()
 
     # -- forwarding path -------------------------------------------------------------
 
     def observe(self, method: str, request, reply, *, latency_s: float, error: str | None = None) -> None:
-        """Queues one exchange (protos, or their serialized bytes from the proxy); never drops it."""
-        event = _Event(method, request, reply, latency_s, time.time(), error)
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            start = time.perf_counter()
-            self._queue.put(event)
-            waited = time.perf_counter() - start
+        """Queues one exchange (protos, or their serialized bytes from the proxy); never drops it.
+
+        Raises AdversaryFailed once the worker has died: the forwarding path must then fail loudly
+        rather than carry on unrecorded."""
+        self.last_exchange = time.monotonic()
+        size = sum(len(m) if isinstance(m, bytes) else m.ByteSize() for m in (request, reply) if m is not None)
+        event = _Event(method, request, reply, latency_s, time.time(), error, size)
+
+        def lagging(items: int, held: int) -> None:
             log.warning(
-                "adversary worker is behind: queue of %d full, the exchange waited %.1f ms",
-                self._queue.maxsize,
-                waited * 1000,
+                "adversary worker is behind: %d exchanges (%.0f MB) queued; the exchange waits", items, held / 2**20
             )
             self.log.write(
                 {
                     "type": "lag",
-                    "queue_size": self._queue.maxsize,
-                    "waited_ms": round(waited * 1000, 3),
+                    "queued": items,
+                    "queued_mb": round(held / 2**20, 3),
                     "method": method,
                     "t": time.time(),
                 }
             )
+
+        waited = self._front.put(event, on_wait=lagging)
+        if waited > 0:
+            self.log.write({"type": "lag", "waited_ms": round(waited * 1000, 3), "method": method, "t": time.time()})
+
+    @property
+    def failure(self) -> str | None:
+        """Returns why the worker stopped (None while it works)."""
+        return self._front.failure
+
+    def holds(self, epoch: int, step: int) -> bool:
+        """Returns whether this adversary can resume from step (epoch, step)."""
+        return (epoch, step) in self.checkpoints.steps()
 
     def close(self, timeout_s: float | None = None) -> None:
         """Drains the queue, runs what is pending, writes summary.json and closes the log."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(None)
+        self._front.put(None)
         self._worker.join(timeout_s)
         if self._worker.is_alive():
             log.error("adversary worker did not drain within %s s; summary may be incomplete", timeout_s)
-        self.log.close()
+        try:
+            self.log.close()
+        except OSError as err:
+            if self.failure is None:
+                raise
+            log.warning("closing %s after the failure: %s", self.log.path, err.strerror or err)
 
     # -- worker ----------------------------------------------------------------------
 
     def _work(self) -> None:
-        while True:
-            event = self._queue.get()
-            if event is None:
-                break
-            try:
-                self._handle(event)
-            except Exception as err:  # the worker must outlive one bad record, and say so
-                log.exception("adversary could not process %s", event.method)
-                self.log.write(
-                    {"type": "error", "method": event.method, "error": f"{type(err).__name__}: {err}", "t": time.time()}
-                )
         try:
+            while True:
+                event = self._front.get()
+                if event is None:
+                    self._front.done()
+                    break
+                try:
+                    self._handle(event)
+                except OSError:
+                    raise  # the disk: nothing more can be recorded
+                except Exception as err:  # the worker must outlive one bad record, and say so
+                    log.exception("adversary could not process %s", event.method)
+                    self._write(
+                        {
+                            "type": "error",
+                            "method": event.method,
+                            "error": f"{type(err).__name__}: {err}",
+                            "t": time.time(),
+                        }
+                    )
+                finally:
+                    self._front.done()
             self._end_train_epoch()
             self._write_summary()
-        except Exception:
-            log.exception("adversary could not finish the run's records")
+        except OSError as err:
+            if isinstance(err, CheckpointError):
+                reason = f"adversary {err}"
+            else:
+                reason = f"adversary cannot write {err.filename or self.log.path}: {err.strerror or err}"
+            self._fail(reason)
+        except Exception as err:  # a dead worker must never wedge the run silently
+            log.exception("adversary worker died")
+            self._fail(f"adversary worker died: {type(err).__name__}: {err}")
+
+    def _fail(self, reason: str) -> None:
+        log.error("%s; failing every further exchange", reason)
+        self._front.fail(reason)
+        self.failed.set()
+
+    def _write(self, record: dict) -> None:
+        """Writes one record; one that a crashed run already wrote (after the restored state) is marked duplicate."""
+        key = _record_key(record)
+        if key is not None and key in self._orphans:
+            record["duplicate"] = True
+            self._orphans.discard(key)
+        self.log.write(record)
 
     @staticmethod
     def _parse(method: str, request, reply):
@@ -194,20 +308,57 @@ class Tap:
             "t": event.wall,
         }
         if event.error is not None:
-            self.log.write({"type": "error", **base, "error": event.error})
+            self._write({"type": "error", **base, "error": event.error})
             return
         handler = getattr(self, f"_on_{event.method.lower()}")
         handler(request, reply, base)
 
     def _on_hello(self, request: pb.HelloRequest, reply: pb.HelloReply, base: dict) -> None:
-        self._hello = {
+        self._steps_per_epoch = request.steps_per_epoch
+        resume = (request.resume_from.epoch, request.resume_from.step) if request.HasField("resume_from") else None
+        if resume is not None or request.from_start or self._restore_pending:
+            self._restore(resume)
+        hello = {
             "run_id": request.run_id,
             "cut_shape": list(request.cut_shape),
             "num_classes": request.num_classes,
             "batch_size": request.batch_size,
+            "steps_per_epoch": request.steps_per_epoch,
             "defense": reply.defense,
         }
-        self.log.write({"type": "hello", **base, **self._hello})
+        if resume is not None:
+            hello["resumed_from"] = list(resume)
+        self._write({"type": "hello", **base, **hello})
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def _checkpoint(self, epoch: int, step: int) -> None:
+        self.checkpoints.save(
+            epoch,
+            step,
+            {"engine": self.engine, "train": self._train, "rounds": self._rounds, "log_offset": self.log.offset()},
+        )
+
+    def _restore(self, point: tuple[int, int] | None) -> None:
+        """Puts the adversary back in its state just after the round of step `point` (None: before any round);
+        what the log holds beyond that state is the crashed run's, and is written again marked duplicate."""
+        self._restore_pending = False
+        offset = 0
+        if point is not None:
+            state = self.checkpoints.load(*point)
+            self.engine, self._train, self._rounds, offset = (
+                state["engine"],
+                state["train"],
+                state["rounds"],
+                state["log_offset"],
+            )
+        else:
+            self._train, self._rounds = None, 0
+            if self.engine is not None:
+                self.engine = self.engine.fresh()
+        self._infer = None
+        self._orphans = {key for key in map(_record_key, read_jsonl(self.log.path, start=offset)) if key is not None}
+        log.info("restored the state of step %s; %d records after it will be written again", point, len(self._orphans))
 
     def _on_trainstep(self, request: pb.TrainStepRequest, reply: pb.TrainStepReply, base: dict) -> None:
         if self._infer is not None:
@@ -230,7 +381,7 @@ class Tap:
         }
         if key in self._train.steps:  # a retried step: the label party replayed its reply
             record["duplicate"] = True
-            self.log.write(record)
+            self._write(record)
             return
         smashed = tensor_from_proto(request.smashed, what="smashed")
         grad = tensor_from_proto(reply.cut_grad, what="cut_grad")
@@ -242,7 +393,12 @@ class Tap:
         self._train.grad.append(grad)
         if self.engine is not None:
             record["attacks"] = self._score(self.engine.train_round(ids, smashed, grad), record)
-        self.log.write(record)
+        self._write(record)
+        every = self.config.run.checkpoint_every
+        if self._steps_per_epoch and is_boundary(
+            request.epoch, request.step, steps_per_epoch=self._steps_per_epoch, every=every
+        ):
+            self._checkpoint(request.epoch, request.step)
 
     def _on_infer(self, request: pb.InferRequest, reply: pb.InferReply, base: dict) -> None:
         self._end_train_epoch()
@@ -259,7 +415,7 @@ class Tap:
         }
         if request.request_id in self._infer.steps:
             record["duplicate"] = True
-            self.log.write(record)
+            self._write(record)
             return
         smashed = tensor_from_proto(request.smashed, what="smashed")
         self._rounds += 1
@@ -269,12 +425,12 @@ class Tap:
         self._infer.smashed.append(smashed)
         if self.engine is not None:
             record["attacks"] = self._score(self.engine.infer_round(ids, smashed), record)
-        self.log.write(record)
+        self._write(record)
 
     def _on_finish(self, request: pb.FinishRequest, reply: pb.FinishReply, base: dict) -> None:
         self._end_train_epoch()
         self._end_inference()
-        self._finish = {
+        finish = {
             "task": {
                 "test_accuracy": reply.test_accuracy if reply.test_samples else None,
                 "test_samples": reply.test_samples,
@@ -295,7 +451,7 @@ class Tap:
                 "infer_rounds": request.infer_rounds,
             },
         }
-        self.log.write({"type": "finish", **base, **self._finish})
+        self._write({"type": "finish", **base, **finish})
         self._write_summary()
         self.finished.set()
 
@@ -322,8 +478,8 @@ class Tap:
         if self.engine is not None:
             results = self.engine.train_epoch(phase.epoch, ids, smashed, grad)
             record["predictions"] = self._save_predictions(f"train-epoch-{phase.epoch:04d}", ids, results)
-            record["attacks"] = self._score(results, record, keep=True)
-        self.log.write(record)
+            record["attacks"] = self._score(results, record)
+        self._write(record)
 
     def _end_inference(self) -> None:
         phase, self._infer = self._infer, None
@@ -347,8 +503,8 @@ class Tap:
             side = self._read_side_channel()
             results = self.engine.infer_end(ids, smashed, side_channel=side)
             record["predictions"] = self._save_predictions("infer", ids, results)
-            record["attacks"] = self._score(results, record, keep=True)
-        self.log.write(record)
+            record["attacks"] = self._score(results, record)
+        self._write(record)
 
     def _save_predictions(self, name: str, ids: np.ndarray, results) -> str:
         """Writes an epoch's predictions (one array per attack.data, rows as ids); returns its path in the run dir."""
@@ -365,7 +521,7 @@ class Tap:
 
     # -- scoring and summary ------------------------------------------------------------
 
-    def _score(self, results, record: dict, *, keep: bool = False) -> list[dict]:
+    def _score(self, results, record: dict) -> list[dict]:
         scored = []
         for result in results:
             entry = result.log_entry()
@@ -375,54 +531,25 @@ class Tap:
             if self.scorer is not None and result.sample_ids is not None:
                 entry.update(self.scorer.score(result.sample_ids, result.predictions, result.scores))
             scored.append(entry)
-            key = f"{entry['attack']}/{entry['data']}/{entry['phase']}"
-            if record["type"] == "round" and entry.get("accuracy") is not None:
-                if key not in self._time_to_leak:
-                    self._time_to_leak[key] = None
-                if self._time_to_leak[key] is None and entry["accuracy"] >= self.config.adversary.leak_threshold:
-                    self._time_to_leak[key] = {
-                        "round": record["round"],
-                        "epoch": record.get("epoch"),
-                        "step": record.get("step"),
-                        "accuracy": entry["accuracy"],
-                    }
-            if keep:
-                kept = ("attack", "data", "phase", "accuracy", "auc", "n", "seconds", "reference")
-                self._results.append(
-                    {k: entry.get(k) for k in kept}
-                    | {"epoch": record.get("epoch"), "round": record.get("round")}
-                    | {k: entry[k] for k in ("agreement", "agreement_with_previous_epoch") if k in entry}
-                )
         return scored
 
     def _write_summary(self) -> None:
-        hello = self._hello or {}
-        summary = {
-            "run_id": hello.get("run_id", self.config.run.id),
-            "dataset": self.config.data.name,
-            "num_classes": hello.get("num_classes"),
-            "cut_shape": hello.get("cut_shape"),
-            "top_layers": self.config.model.top_layers,
-            "complete": self._finish is not None,
-            **(self._finish or {"task": None, "defense": None, "timing": None}),
-            "adversary": {
-                "mode": self.config.adversary.mode,
-                "device": self.config.adversary.device,
-                "rounds_observed": self._rounds,
-                "scored": self.scorer is not None,
-                "seconds": time.time() - self._started,
-            },
-            "attacks": self._results,
-            "time_to_leak": {"threshold": self.config.adversary.leak_threshold, **self._time_to_leak},
-        }
-        summary["leakage"] = leakage(
-            self._results,
-            self._time_to_leak.get("cumulative/both/train"),
-            threshold=self.config.adversary.leak_threshold,
-            scored=self.scorer is not None,
-        )
-        summary["headline"] = headline(summary)
-        write_json_atomic(self.run_dir / "summary.json", summary)
+        """Writes summary.json, built from the log alone (as `splitleak summarize` builds it)."""
+        write_json_atomic(self.run_dir / "summary.json", build_summary(read_jsonl(self.log.path), self.config))
+
+
+def _record_key(record: dict) -> tuple | None:
+    """Returns what identifies a record across a resume (None for records written every time, e.g. hello)."""
+    kind = record.get("type")
+    if kind == "round":
+        if record.get("phase") == "infer":
+            return ("round", "infer", record.get("request_id"))
+        return ("round", "train", record.get("epoch"), record.get("step"))
+    if kind == "epoch":
+        return ("epoch", record.get("phase"), record.get("epoch"))
+    if kind == "finish":
+        return ("finish",)
+    return None
 
 
 def _save_npz(path: Path, **arrays) -> None:
@@ -432,13 +559,15 @@ def _save_npz(path: Path, **arrays) -> None:
     tmp.replace(path)
 
 
-def build_tap(config) -> Tap:
-    """Returns the tap of a run: the attack engine with the attacker's prior knowledge, and the scorer if configured."""
+def build_tap(config, *, resume: bool = False) -> Tap:
+    """Returns the tap of a run: the attack engine with the attacker's prior knowledge, and the scorer if configured.
+
+    resume: the run is being continued; the log is appended to and the state restored at the first Hello."""
     adv = config.adversary
     engine = None
     if adv.known_labels is not None:
-        known_ids, known_labels = read_known_samples(adv.known_labels)
         num_classes = load_dataset(config.data, config.run.seed).num_classes
+        known_ids, known_labels = read_known_samples(adv.known_labels, num_classes=num_classes)
         engine = AttackEngine(
             adv.attacks,
             known_ids=known_ids,
@@ -451,4 +580,4 @@ def build_tap(config) -> Tap:
     else:
         log.warning("adversary.known_labels is not set: exchanges are logged, no attack runs")
     scorer = Scorer.from_config(config) if adv.ground_truth else None
-    return Tap(config, engine=engine, scorer=scorer)
+    return Tap(config, engine=engine, scorer=scorer, resume=resume)

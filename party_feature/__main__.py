@@ -7,30 +7,36 @@ import sys
 from pathlib import Path
 
 import grpc
-import torch
 
 from adversary.interceptor import TapInterceptor
-from adversary.tap import SIDE_CHANNEL, build_tap
+from adversary.tap import SIDE_CHANNEL, AdversaryFailed, build_tap
 from party_feature.link import GrpcLink
-from party_feature.party import build_feature_party
+from party_feature.party import ResumeError, build_feature_party
+from splitleak.checkpoint import CheckpointError, torch_bytes, write_atomic
 from splitleak.entry import exit_on_bad_input, parse_process_args
 
 log = logging.getLogger("party_feature")
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, _ = parse_process_args("party_feature", "Drive a split-learning run as the feature party.", argv)
+    config, args = parse_process_args("party_feature", "Drive a split-learning run as the feature party.", argv)
     run_dir = Path(config.run.dir)
     party = exit_on_bad_input("party_feature", lambda: build_feature_party(config))
-    tap = build_tap(config) if config.adversary.mode == "interceptor" else None
+    tap = build_tap(config, resume=args.resume) if config.adversary.mode == "interceptor" else None
     link = GrpcLink(config, interceptors=[TapInterceptor(tap)] if tap else ())
     known = (
         config.adversary.known_labels if config.feature_party.embed_known and config.adversary.mode != "off" else None
     )
     try:
-        report = party.run(link, known_samples=known, side_channel=run_dir / SIDE_CHANNEL)
+        report = party.run(link, known_samples=known, side_channel=run_dir / SIDE_CHANNEL, resume=args.resume)
     except grpc.RpcError as err:
         print(f"party_feature: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    except (ResumeError, AdversaryFailed) as err:
+        print(f"party_feature: {err}", file=sys.stderr)
+        return 1
+    except CheckpointError as err:
+        print(f"party_feature: feature party {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("party_feature: interrupted", file=sys.stderr)
@@ -39,8 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         link.close()
         if tap:
             tap.close()
-    (run_dir / "feature_party").mkdir(parents=True, exist_ok=True)
-    torch.save(party.bottom.state_dict(), run_dir / "feature_party" / "bottom.pt")
+    final = run_dir / "feature_party" / "bottom.pt"
+    try:
+        write_atomic(final, torch_bytes(party.bottom.state_dict()))
+    except OSError as err:
+        print(f"party_feature: cannot write {final}: {err.strerror or err}", file=sys.stderr)
+        return 1
     if report.failure:
         print(f"party_feature: training stopped: {report.failure}", file=sys.stderr)
     else:

@@ -24,14 +24,14 @@ class GrpcLink:
         self._channel = create_channel(fp.label_party_address, config.transport, interceptors=interceptors)
         self._stub = pb_grpc.LabelPartyStub(self._channel)
         self._deadline_s = fp.deadline_s
-        self._retries = fp.retries
+        self._retry_s = fp.retry_s
         self._metadata = auth_metadata(config.transport)
         self.address = fp.label_party_address
 
     def _call(self, method, request, what: str, *, wait_for_ready: bool = False):
         return call_with_retry(
             lambda: method(request, timeout=self._deadline_s, metadata=self._metadata, wait_for_ready=wait_for_ready),
-            retries=self._retries,
+            retry_s=self._retry_s,
             what=what,
         )
 

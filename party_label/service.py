@@ -19,13 +19,17 @@ class LabelService:
         self.party = party
 
     def hello(self, request: pb.HelloRequest) -> pb.HelloReply:
-        epoch, step = self.party.hello(
+        resume = (request.resume_from.epoch, request.resume_from.step) if request.HasField("resume_from") else None
+        epoch, step, session = self.party.hello(
             protocol_version=request.protocol_version,
             run_id=request.run_id,
             cut_shape=tuple(request.cut_shape),
             num_classes=request.num_classes,
             batch_size=request.batch_size,
             config_digest=request.config_digest,
+            steps_per_epoch=request.steps_per_epoch,
+            resume_from=resume,
+            from_start=request.from_start,
         )
         return pb.HelloReply(
             protocol_version=request.protocol_version,
@@ -34,6 +38,7 @@ class LabelService:
             returns_predictions=self.party.config.label_party.return_predictions,
             next_epoch=epoch,
             next_step=step,
+            session=session,
         )
 
     def train_step(self, request: pb.TrainStepRequest) -> pb.TrainStepReply:
@@ -61,7 +66,7 @@ class LabelService:
         return pb.InferReply(count=len(predictions), predictions=shared)
 
     def finish(self, request: pb.FinishRequest) -> pb.FinishReply:
-        metrics = self.party.finish(run_id=request.run_id)
+        metrics = self.party.finish(run_id=request.run_id, session=request.session)
         reply = pb.FinishReply(
             test_accuracy=metrics["test_accuracy"],
             test_samples=metrics["test_samples"],

@@ -1,8 +1,8 @@
 """The Python API for notebooks: run a split-learning run and read its records.
 
-    import splitleak
-    summary = splitleak.run("configs/demo.yaml", **{"train.epochs": 2, "run.dir": "runs/nb"})
-    run = splitleak.load_run("runs/nb")
+import splitleak
+summary = splitleak.run("configs/demo.yaml", **{"train.epochs": 2, "run.dir": "runs/nb"})
+run = splitleak.load_run("runs/nb")
 """
 
 from __future__ import annotations

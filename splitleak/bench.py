@@ -29,7 +29,8 @@ def _machine() -> str:
 
 
 def update_doc(section: str, body: str, doc: Path = DOC) -> None:
-    """Replaces the text between <!-- bench:SECTION --> markers in the benchmarks doc (appending if absent)."""
+    """Replaces the text between <!-- bench:SECTION --> markers in doc (the benchmarks doc unless named;
+    appending the section if absent)."""
     begin, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\nEvery table here is written by the command above it.\n"
     block = f"{begin}\n{body.strip()}\n{end}"
@@ -215,8 +216,7 @@ def _cmd_transport(args) -> int:
         + _table(rows)
         + "\n\nWhat the cumulative attacker cost in the run with all attacks on, from its attack log (the "
         "per-round update, the refits of every view while the first epoch's samples arrive, the epoch-end "
-        "fit), all on the adversary's worker, off the forwarding path:\n\n"
-        + _table([cost])
+        "fit), all on the adversary's worker, off the forwarding path:\n\n" + _table([cost])
     )
     print(body)
     if not args.no_doc:
@@ -233,7 +233,10 @@ def _cmd_synthetic(args) -> int:
     try:
         n, d, k = (int(v) for v in args.synthetic.split(","))
     except ValueError:
-        print(f"splitleak bench attacks: --synthetic takes N,D,K (three integers), got {args.synthetic!r}", file=sys.stderr)
+        print(
+            f"splitleak bench attacks: --synthetic takes N,D,K (three integers), got {args.synthetic!r}",
+            file=sys.stderr,
+        )
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -245,10 +248,22 @@ def _cmd_synthetic(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    command = f"splitleak bench attacks --synthetic {args.synthetic} --channels {args.channels}" + (
-        f" --attacks {args.attacks}" if args.attacks else ""
-    ) + (f" --device {args.device}" if args.device != "cpu" else "")
-    keys = ["attack", "data", "seconds", "reference", "reference_seconds", "accuracy", "reference_accuracy", "agreement", "peak_rss_mb"]
+    command = (
+        f"splitleak bench attacks --synthetic {args.synthetic} --channels {args.channels}"
+        + (f" --attacks {args.attacks}" if args.attacks else "")
+        + (f" --device {args.device}" if args.device != "cpu" else "")
+    )
+    keys = [
+        "attack",
+        "data",
+        "seconds",
+        "reference",
+        "reference_seconds",
+        "accuracy",
+        "reference_accuracy",
+        "agreement",
+        "peak_rss_mb",
+    ]
     table = _table([{key: row.get(key, "") if row.get(key) is not None else "–" for key in keys} for row in rows])
     total = rows[-1]
     body = (
@@ -256,13 +271,18 @@ def _cmd_synthetic(args) -> int:
         f"Command: `{command}` (machine: {_machine()}, {torch.get_num_threads()} torch threads"
         + (f", attacks on {device_name(args.device)}" if args.device != "cpu" else "")
         + ").\n\n"
-        f"Seconds are medians of {args.repeats} runs. All of them together (each once, the cumulative attacker's fit included): {total['seconds']} s; peak RSS {total['peak_rss_mb']} MB for "
+        f"Seconds are medians of {args.repeats} runs. All of them together (each once, the cumulative "
+        f"attacker's fit included): {total['seconds']} s; peak RSS {total['peak_rss_mb']} MB for "
         f"{total['vectors_mb']} MB of vectors. Each reference runs the same computation on the same vectors "
-        "(k-means from the same initial centroids); `agreement` is the share of samples both label alike (1.0: the same predictions).\n\n" + table
+        "(k-means from the same initial centroids); `agreement` is the share of samples both label alike "
+        "(1.0: the same predictions).\n\n"
+        + table
     )
     print(body)
     if not args.no_doc:
-        update_doc(f"attacks-synthetic-{n}x{d}" + (f"-{args.device.split(':')[0]}" if args.device != "cpu" else ""), body)
+        update_doc(
+            f"attacks-synthetic-{n}x{d}" + (f"-{args.device.split(':')[0]}" if args.device != "cpu" else ""), body
+        )
     return 0
 
 
@@ -294,10 +314,15 @@ def add_parser(sub) -> None:
     transport.add_argument("overrides", nargs="*", metavar="key.sub=value")
     transport.set_defaults(func=_cmd_transport)
     attacks = kinds.add_parser(
-        "attacks", help="time of each epoch-level attack: on a captured epoch, or on synthetic vectors beside references"
+        "attacks",
+        help="time of each epoch-level attack: on a captured epoch, or on synthetic vectors beside references",
     )
-    attacks.add_argument("--run-dir", type=Path, default=Path("runs/mnist"), help="a run captured with adversary.capture")
-    attacks.add_argument("--repeats", type=int, default=3, help="timings per attack (and reference); the median is kept")
+    attacks.add_argument(
+        "--run-dir", type=Path, default=Path("runs/mnist"), help="a run captured with adversary.capture"
+    )
+    attacks.add_argument(
+        "--repeats", type=int, default=3, help="timings per attack (and reference); the median is kept"
+    )
     attacks.add_argument("--synthetic", metavar="N,D,K", help="class-structured vectors: N samples, D dims, K classes")
     attacks.add_argument("--channels", default="grad,smashed", help="synthetic: data kinds to make and attack")
     attacks.add_argument("--attacks", help="synthetic: comma-separated attacks (default: every epoch-end attack)")

@@ -47,7 +47,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _reference(name: str, data: str, reduced: torch.Tensor, known: np.ndarray, known_labels: np.ndarray, ctx, engine_seed):
+def _reference(
+    name: str, data: str, reduced: torch.Tensor, known: np.ndarray, known_labels: np.ndarray, ctx, engine_seed
+):
     """Returns (reference name, seconds, predictions or None) of the reference computation of one attack."""
     from sklearn.cluster import KMeans
 
@@ -131,7 +133,9 @@ def bench_synthetic(
     ids = np.arange(n)
     known = np.asarray([int(np.nonzero(truth == c)[0][0]) for c in range(k)])
     engine = AttackEngine(
-        cfg.model_copy(update={"cumulative": "cumulative" in names, "per_epoch": [a for a in names if a != "cumulative"]}),
+        cfg.model_copy(
+            update={"cumulative": "cumulative" in names, "per_epoch": [a for a in names if a != "cumulative"]}
+        ),
         known_ids=known,
         known_labels=truth[known],
         num_classes=k,
@@ -185,7 +189,8 @@ def bench_synthetic(
         }
         if attack == "pca" and d > ctx_cfg.pca_above:
             trials = [
-                _pca_reference(vectors[data].cpu(), ctx_cfg.pca_dim, seed, ctx_cfg.pca_fit_samples) for _ in range(repeats)
+                _pca_reference(vectors[data].cpu(), ctx_cfg.pca_dim, seed, ctx_cfg.pca_fit_samples)
+                for _ in range(repeats)
             ]
             out["reference"] = trials[0][0]
             out["reference_seconds"] = round(statistics.median(t[1] for t in trials), 4)

@@ -1,4 +1,4 @@
-"""The `splitleak` command: demo, inspect, attack, cuts, known-labels, sweep, results, bench."""
+"""The `splitleak` command: demo, inspect, summarize, attack, cuts, known-labels, sweep, results, bench."""
 
 from __future__ import annotations
 
@@ -29,9 +29,17 @@ def _demo(args) -> int:
         overrides.append(f"train.epochs={args.epochs}")
     if args.run_dir:
         overrides.append(f"run.dir={args.run_dir}")
-    config = load_config(args.config, overrides)
+    config_path = args.config
+    if args.resume and config_path is None:
+        # A resumed run goes on with the config it was started with (written to its run dir).
+        run_dir = Path(args.run_dir or load_config(None, overrides).run.dir)
+        config_path = run_dir / "config.yaml"
+        if not config_path.exists():
+            print(f"splitleak demo: nothing to resume in {run_dir}: it holds no run (no config.yaml)", file=sys.stderr)
+            return 2
+    config = load_config(config_path, overrides)
     try:
-        summary = run_demo(config)
+        summary = run_demo(config, resume=args.resume)
     except DemoError as err:
         print(f"splitleak demo: {err}", file=sys.stderr)
         return 1
@@ -84,7 +92,23 @@ def _inspect(args) -> int:
         print_records(args.run_dir, as_json=args.json, epochs_only=args.epochs)
     except FileNotFoundError as err:
         print(f"splitleak inspect: {err}", file=sys.stderr)
-        return 1
+        return 2
+    return 0
+
+
+def _summarize(args) -> int:
+    from adversary.summary import summarize
+
+    try:
+        summary = summarize(args.run_dir)
+    except FileNotFoundError as err:
+        print(f"splitleak summarize: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.run_dir / 'summary.json'} from {args.run_dir / 'attack_log.jsonl'}")
+    if summary.get("headline"):
+        print(summary["headline"])
+    if not summary["complete"]:
+        print("the log has no finish record: the run did not finish (continue it with splitleak demo --resume)")
     return 0
 
 
@@ -146,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dataset", help="override data.name")
     demo.add_argument("--epochs", type=int, help="override train.epochs")
     demo.add_argument("--run-dir", type=Path, help="override run.dir")
+    demo.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir after any of its processes died"
+    )
     demo.set_defaults(func=_demo)
 
     inspect = sub.add_parser("inspect", help="print a run's per-round and per-epoch attack table")
@@ -154,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--epochs", action="store_true", help="epoch-end records only")
     inspect.add_argument("--follow", action="store_true", help="keep printing records while the run goes on")
     inspect.set_defaults(func=_inspect)
+
+    summarize = sub.add_parser(
+        "summarize", help="rebuild RUN_DIR/summary.json from RUN_DIR/attack_log.jsonl (after a crash, or to check it)"
+    )
+    summarize.add_argument("run_dir", type=Path)
+    summarize.set_defaults(func=_summarize)
 
     attack = sub.add_parser("attack", help="replay the attacks offline on a run's captured tensors")
     attack.add_argument("run_dir", type=Path)

@@ -19,6 +19,11 @@ WIRE_DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
 }
 
+# Bounds on a wire shape, checked before anything is computed from it: a batch and a sample's shape take
+# at most 8 dimensions (batch, channels, depth, height, width and to spare); no dimension is above 2^31.
+MAX_DIMS = 8
+MAX_DIM = 2**31
+
 if sys.byteorder != "little":  # the wire format is little-endian raw memory
     raise ImportError("splitleak's tensor codec needs a little-endian host")
 
@@ -36,6 +41,12 @@ def tensor_from_proto(msg: pb.Tensor, *, what: str = "tensor") -> torch.Tensor:
         raise ProtocolError("INVALID_ARGUMENT", f"{what} has dtype {msg.dtype!r}; supported: {', '.join(WIRE_DTYPES)}")
     if any(d < 0 for d in msg.shape):
         raise ProtocolError("INVALID_ARGUMENT", f"{what} has a negative dimension in shape {list(msg.shape)}")
+    if len(msg.shape) > MAX_DIMS:
+        raise ProtocolError(
+            "INVALID_ARGUMENT", f"{what} has {len(msg.shape)} dimensions; at most {MAX_DIMS} are accepted"
+        )
+    if any(d > MAX_DIM for d in msg.shape):
+        raise ProtocolError("INVALID_ARGUMENT", f"{what} has a dimension above {MAX_DIM} in shape {list(msg.shape)}")
     dtype = WIRE_DTYPES[msg.dtype]
     expected = math.prod(msg.shape) * torch.empty((), dtype=dtype).element_size()
     if len(msg.data) != expected:

@@ -62,6 +62,9 @@ class RunSection(_Section):
     # CPU threads torch may use in each process (0: torch's default, every core). Three
     # processes sharing a small machine run fastest with one each (docs/benchmarks.md).
     torch_threads: int = Field(1, ge=0)
+    # Every process checkpoints its state atomically every checkpoint_every training steps and at
+    # every epoch end, so that --resume continues a run after any of them died (0: never).
+    checkpoint_every: int = Field(100, ge=0)
 
 
 class SyntheticSection(_Section):
@@ -177,8 +180,14 @@ class LabelPartySection(_Section):
     # Exit once the feature party has sent Finish (demo and compose runs).
     exit_after_finish: bool = True
     defense: DefenseSection = DefenseSection()
-    # Replies kept for idempotent replay of recent training steps.
+    # Replies kept for idempotent replay of recent training steps, and of recent inference calls.
     replay_window: int = Field(64, ge=1)
+    infer_window: int = Field(256, ge=1)
+    # Smashed values beyond this magnitude are refused (INVALID_ARGUMENT) before they touch the model.
+    max_input_abs: float = Field(1e6, gt=0)
+    # A server started for a run exits once its peer has been silent this long (0: never, for
+    # long-lived servers).
+    idle_exit_s: float = Field(600.0, ge=0)
 
 
 class FeaturePartySection(_Section):
@@ -186,7 +195,9 @@ class FeaturePartySection(_Section):
     label_party_address: str = "127.0.0.1:50052"
     device: str = "cpu"
     deadline_s: float = Field(60.0, gt=0)
-    retries: int = Field(5, ge=0)
+    # Calls that fail UNAVAILABLE or DEADLINE_EXCEEDED are retried, with backoff, for this long: long
+    # enough to ride out a restart of the other side.
+    retry_s: float = Field(300.0, ge=0)
     # Wire dtype of the smashed data (float32 keeps training bit-exact).
     wire_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     # Embed the attacker's known samples in eval mode after training and hand
@@ -240,7 +251,9 @@ class AttackSection(_Section):
     @model_validator(mode="after")
     def _labeller_runs(self) -> "AttackSection":
         if self.labeller == "cumulative.both" and not self.cumulative:
-            raise ValueError("labeller cumulative.both needs cumulative: true (or name an attack, e.g. kmeans_seeded.grad)")
+            raise ValueError(
+                "labeller cumulative.both needs cumulative: true (or name an attack, e.g. kmeans_seeded.grad)"
+            )
         return self
 
 
@@ -259,6 +272,8 @@ class AdversarySection(_Section):
     # Evaluation only: "dataset" (labels from the data section) or a CSV path.
     ground_truth: str | None = None
     queue_size: int = Field(256, ge=1)
+    # ... and at most this many megabytes of exchanges.
+    queue_mb: int = Field(1024, ge=1)
     attacks: AttackSection = AttackSection()
     exit_after_finish: bool = True
     leak_threshold: float = Field(0.95, gt=0, le=1)

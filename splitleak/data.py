@@ -33,6 +33,7 @@ __all__ = [
     "draw_known_samples",
     "load_dataset",
     "read_known_samples",
+    "check_known_samples",
     "read_idx",
     "split_ids",
     "write_known_samples",
@@ -585,15 +586,30 @@ def write_known_samples(path: Path, known: list[tuple[int, int]]) -> None:
     path.write_text("sample_id,label\n" + "".join(f"{i},{y}\n" for i, y in known))
 
 
-def read_known_samples(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (sample_ids, labels) from a sample_id,label CSV; raises DataError naming the bad line."""
+def read_known_samples(
+    path: Path,
+    *,
+    size: int | None = None,
+    num_classes: int | None = None,
+    train_ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (sample_ids, labels) from a sample_id,label CSV; raises DataError naming the bad line.
+
+    A sample listed twice is refused. With size, num_classes and train_ids (the dataset the CSV belongs
+    to), so are ids outside 0..size-1, labels outside 0..num_classes-1 and ids outside the training split."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as err:
         raise DataError(f"cannot read known samples {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a text file (expected a sample_id,label CSV)") from None
     if not lines or lines[0].replace(" ", "") != "sample_id,label":
         raise DataError(f"{path}: the first line must be the header 'sample_id,label'")
-    ids, labels = [], []
+    in_train = None
+    if train_ids is not None and size is not None:
+        in_train = np.zeros(size, dtype=bool)
+        in_train[train_ids] = True
+    ids, labels, first_line = [], [], {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -601,8 +617,29 @@ def read_known_samples(path: Path) -> tuple[np.ndarray, np.ndarray]:
             sid, label = (int(v) for v in line.split(","))
         except ValueError:
             raise DataError(f"{path}:{number}: expected 'sample_id,label' with two integers, got {line!r}") from None
+        if sid in first_line:
+            raise DataError(f"{path}:{number}: sample {sid} is listed twice (also on line {first_line[sid]})")
+        if size is not None and not 0 <= sid < size:
+            raise DataError(f"{path}:{number}: sample {sid} is not in the dataset (its ids are 0..{size - 1})")
+        if num_classes is not None and not 0 <= label < num_classes:
+            raise DataError(f"{path}:{number}: label {label} is outside 0..{num_classes - 1}")
+        if in_train is not None and not in_train[sid]:
+            raise DataError(
+                f"{path}:{number}: sample {sid} is not in the training split (known samples are training samples)"
+            )
+        first_line[sid] = number
         ids.append(sid)
         labels.append(label)
     if not ids:
         raise DataError(f"{path} lists no known samples")
     return np.asarray(ids, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+
+
+def check_known_samples(config, path: Path) -> None:
+    """Raises DataError when the known-samples CSV at path does not fit the run's dataset: ids outside it or
+    outside its training split, labels outside its classes, a sample listed twice. (The experimenter's
+    check before a run: it reads the dataset's labels for its size.)"""
+    dataset = load_dataset(config.data, config.run.seed)
+    size = len(dataset.labels())
+    split = split_ids(size, test_fraction=config.data.test_fraction, seed=config.run.seed)
+    read_known_samples(path, size=size, num_classes=dataset.num_classes, train_ids=split.train_ids)

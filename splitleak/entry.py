@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from splitleak.config import ConfigError, RunConfig, apply_threads, load_config
+from splitleak.runlog import ensure_run_dir
 
 __all__ = [
     "announce_ready",
@@ -29,6 +30,11 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", type=Path, help="run YAML file (default: configs/demo.yaml)")
     parser.add_argument("--ready-file", type=Path, help="write {pid, port} here as JSON once serving")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in run.dir from the newest checkpoint every process holds",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     args = parser.parse_args(argv)
     try:
@@ -45,6 +51,7 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
     apply_threads(config)
     try:
         check_device(config, DEVICE_KEYS[prog])
+        ensure_run_dir(Path(config.run.dir))
     except ConfigError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -53,7 +60,11 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
 
 
 # The device key each process runs on.
-DEVICE_KEYS = {"party_label": "label_party.device", "party_feature": "feature_party.device", "adversary": "adversary.device"}
+DEVICE_KEYS = {
+    "party_label": "label_party.device",
+    "party_feature": "feature_party.device",
+    "adversary": "adversary.device",
+}
 
 
 def device_name(device) -> str:
@@ -110,12 +121,31 @@ def stop_event() -> threading.Event:
     return event
 
 
-def serve_until_done(stop: threading.Event, finished: threading.Event, *, exit_after_finish: bool, prog: str) -> None:
-    """Returns when a signal arrives, or when the run has finished and the process should exit after it."""
+def serve_until_done(
+    stop: threading.Event,
+    finished: threading.Event,
+    *,
+    exit_after_finish: bool,
+    prog: str,
+    failed: threading.Event | None = None,
+    idle=None,
+    idle_exit_s: float = 0.0,
+) -> int:
+    """Returns the process's exit code once a signal arrives (0), the run has finished and the process should
+    exit after it (0), its work has failed (1), or its peer has been silent for idle_exit_s seconds (1;
+    idle() returns the seconds since the last call)."""
+    logger = logging.getLogger(prog)
     while not stop.wait(0.2):
         if exit_after_finish and finished.is_set():
-            logging.getLogger(prog).info("run finished; exiting")
-            return
+            logger.info("run finished; exiting")
+            return 0
+        if failed is not None and failed.is_set():
+            logger.error("exiting: the run cannot go on")
+            return 1
+        if idle_exit_s and idle is not None and idle() > idle_exit_s and not finished.is_set():
+            logger.error("no call for %.0fs: the peer is gone; exiting (label_party.idle_exit_s)", idle())
+            return 1
+    return 0
 
 
 def exit_on_bad_input(prog: str, build):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -86,14 +87,27 @@ def _log_path(run_dir: Path) -> Path:
 
 
 def print_records(run_dir: Path, *, as_json: bool, epochs_only: bool = False, console: Console | None = None) -> None:
-    """Prints the run's attack log as a table (or as JSON lines)."""
-    records = [r for r in read_jsonl(_log_path(run_dir)) if not epochs_only or r.get("type") == "epoch"]
+    """Prints the run's attack log as a table (or as JSON lines). A torn last line (the log of a crashed
+    writer) is skipped and said so on stderr; a missing summary.json is rebuilt from the log."""
+    torn: list[str] = []
+    records = [r for r in read_jsonl(_log_path(run_dir), torn=torn) if not epochs_only or r.get("type") == "epoch"]
+    if torn:
+        print(
+            f"splitleak inspect: skipped the torn last line of {run_dir / 'attack_log.jsonl'} "
+            f"({len(torn[0])} characters; its writer was killed mid-write)",
+            file=sys.stderr,
+        )
     if as_json:
         for record in records:
             print(json.dumps(record))
         return
     console = console or wide_console()
     summary_path = run_dir / "summary.json"
+    if not summary_path.exists() and (run_dir / "config.yaml").exists():
+        from adversary.summary import summarize
+
+        summarize(run_dir)
+        print(f"splitleak inspect: {summary_path} was missing; rebuilt it from the attack log", file=sys.stderr)
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     if summary and summary.get("headline"):
         console.print(summary["headline"], style="bold", markup=False, highlight=False)

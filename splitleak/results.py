@@ -135,7 +135,12 @@ class _Report:
 
         print(f"results: {name}", file=sys.stderr, flush=True)
         rows = run_sweep(
-            config, overrides, points=points, seeds=list(seeds), transport="inproc", run_dir=self.root / name,
+            config,
+            overrides,
+            points=points,
+            seeds=list(seeds),
+            transport="inproc",
+            run_dir=self.root / name,
             jobs=self.jobs,
         )
         summaries = {}
@@ -209,17 +214,30 @@ def _no_defense_section(name: str, config_path: Path, overrides: list[str], seed
         )
     )
     if len(seeds) > 1:
-        text += f"\n\nOver seeds {', '.join(map(str, seeds))}: mean ± half-width of the 95% t-interval.\n\n" + _seed_table(
-            stats, "top layers", lambda p: str(p["settings"]["model.top_layers"])
+        text += (
+            f"\n\nOver seeds {', '.join(map(str, seeds))}: mean ± half-width of the 95% t-interval.\n\n"
+            + _seed_table(stats, "top layers", lambda p: str(p["settings"]["model.top_layers"]))
         )
     return text
 
 
 def _seed_table(stats: list[dict], first: str, label) -> str:
-    epochs = sorted({int(k.removeprefix("cumulative.epoch")) for p in stats for k in p["figures"] if k.startswith("cumulative.epoch")})
+    epochs = sorted(
+        {
+            int(k.removeprefix("cumulative.epoch"))
+            for p in stats
+            for k in p["figures"]
+            if k.startswith("cumulative.epoch")
+        }
+    )
     header = [first, "task test accuracy", "training leakage (cumulative, end)"]
     header += [f"cumulative, epoch {e}" for e in epochs]
-    header += ["inference leakage", "time to leak (round)", "kmeans_seeded / grad (last epoch)", "kmeans_seeded / smashed (last epoch)"]
+    header += [
+        "inference leakage",
+        "time to leak (round)",
+        "kmeans_seeded / grad (last epoch)",
+        "kmeans_seeded / smashed (last epoch)",
+    ]
     rows = []
     for p in stats:
         f = p["figures"]
@@ -282,7 +300,11 @@ def _sweep_section(name: str, mnist: Path, img_dir: Path, report: _Report) -> st
     seeds = SWEEP_SEEDS.get(name, DEFAULT_SWEEP_SEEDS)
     points = grid_points([], defense=base.sweep.defense, values=base.sweep.values)
     rows, stats, summaries = report.grid(f"sweep-{name}", config_path, overrides, points, seeds)
-    plot_sweep([r for r in rows if r["seed"] == seeds[0]], img_dir / f"sweep-{name}.png", title=f"{name} on {base.data.name}, seed {seeds[0]}")
+    plot_sweep(
+        [r for r in rows if r["seed"] == seeds[0]],
+        img_dir / f"sweep-{name}.png",
+        title=f"{name} on {base.data.name}, seed {seeds[0]}",
+    )
     binary = any(r.get("norm.grad.train") is not None for r in rows)
     keys = [k for k in SWEEP_KEYS if binary or not k.startswith(("norm", "direction"))]
     table_rows = []
@@ -370,8 +392,17 @@ def _cut_section(mnist: Path, img_dir: Path, report: _Report) -> str:
         f"{config.data.max_samples:,} MNIST images at {config.data.image_size}x{config.data.image_size} "
         f"({config.train.epochs} epochs, seed 0); single attacks at the last epoch.\n\n"
         + _table(
-            ["cut", "smashed shape", "values", "task test accuracy", "**training leakage**", "cumulative per epoch",
-             "best single snapshot (picked with ground truth)", "inference leakage", "time to leak"]
+            [
+                "cut",
+                "smashed shape",
+                "values",
+                "task test accuracy",
+                "**training leakage**",
+                "cumulative per epoch",
+                "best single snapshot (picked with ground truth)",
+                "inference leakage",
+                "time to leak",
+            ]
             + [k.replace(".", " / ") for k in ATTACK_COLUMNS],
             table_rows,
         )
@@ -406,7 +437,9 @@ def generate(
     report = _Report(root, jobs)
     sections = [
         _no_defense_section("digits (MLP bottom)", REPO / "configs" / "demo.yaml", [], (0,), report),
-        _no_defense_section("MNIST (CNN bottom)", REPO / "configs" / "mnist.yaml", [f"data.path={mnist}"], SEEDS, report),
+        _no_defense_section(
+            "MNIST (CNN bottom)", REPO / "configs" / "mnist.yaml", [f"data.path={mnist}"], SEEDS, report
+        ),
     ]
     regime = _regime_section(mnist, report)
     sweep_text = [_sweep_section(name, mnist, img_dir, report) for name in sweeps]
@@ -417,7 +450,11 @@ def generate(
         "the best single attack at that or an earlier epoch",
         not shortfalls,
         f"{len(report.runs)} runs checked"
-        + (f", {len(shortfalls)} fall short: " + "; ".join(f"{lab}: {', '.join(s)}" for lab, s in shortfalls) if shortfalls else ""),
+        + (
+            f", {len(shortfalls)} fall short: " + "; ".join(f"{lab}: {', '.join(s)}" for lab, s in shortfalls)
+            if shortfalls
+            else ""
+        ),
     )
     try:
         commit = subprocess.run(

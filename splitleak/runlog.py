@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["JsonlWriter", "read_jsonl", "write_json_atomic"]
+__all__ = ["JsonlWriter", "ensure_run_dir", "read_jsonl", "write_json_atomic"]
+
+
+def ensure_run_dir(run_dir: Path) -> Path:
+    """Returns run_dir, created if need be, after checking that files can be written in it; raises
+    ConfigError (the config's run.dir is at fault) naming the directory and the cause otherwise."""
+    from splitleak.config import ConfigError
+
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"run.dir {run_dir} cannot be written: {err.strerror or err}") from None
+    return run_dir
 
 
 def _clean(value: Any) -> Any:
@@ -25,10 +43,12 @@ def _clean(value: Any) -> Any:
 class JsonlWriter:
     """Appends one JSON record per line and flushes each, so a crash loses nothing already written."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, append: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file = open(path, "w", encoding="utf-8")
+        if append and path.exists():
+            _drop_torn_tail(path)
+        self._file = open(path, "a" if append else "w", encoding="utf-8")
         self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
@@ -37,20 +57,44 @@ class JsonlWriter:
             self._file.write(line + "\n")
             self._file.flush()
 
+    def offset(self) -> int:
+        """Returns the byte offset just after the last record written."""
+        with self._lock:
+            return self._file.tell()
+
     def close(self) -> None:
         with self._lock:
             self._file.close()
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yields the records of a JSON-lines file, skipping a torn last line of a crashed writer."""
+def _drop_torn_tail(path: Path) -> None:
+    """Cuts a last line that a crashed writer left without its newline, so that appending starts clean."""
+    with open(path, "rb+") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        if size == 0:
+            return
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_jsonl(path: Path, *, start: int = 0, torn: list | None = None) -> Iterator[dict[str, Any]]:
+    """Yields the records of a JSON-lines file (from byte offset start), skipping a torn last line of a crashed
+    writer; when `torn` is a list, the skipped line is appended to it."""
     with open(path, encoding="utf-8") as f:
+        f.seek(start)
         for line in f:
             try:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 if line.endswith("\n"):
                     raise
+                if torn is not None:
+                    torn.append(line)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

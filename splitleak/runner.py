@@ -4,18 +4,21 @@ the same code paths without sockets, for sweeps)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from splitleak.config import RunConfig, apply_threads, dump_config
+from splitleak.config import ConfigError, RunConfig, apply_threads, dump_config
 from splitleak.data import draw_known_samples, load_dataset, split_ids, write_known_samples
-from splitleak.runlog import write_json_atomic
+from splitleak.runlog import ensure_run_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,31 @@ class _Process:
     role: str
     popen: subprocess.Popen
     log_path: Path | None
+    # The last lines the process printed (kept in memory: its log file may sit on a full disk).
+    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=40))
+
+    def last_error(self) -> str:
+        """Returns the process's last line that reads like an error, or its last line."""
+        lines = [line.strip() for line in self.tail if line.strip()]
+        for line in reversed(lines):
+            if any(word in line for word in ("ERROR", "Error", "error:", "cannot", "UNAVAILABLE", "FAILED")):
+                return line
+        return lines[-1] if lines else ""
+
+
+def _tee(proc: _Process, stream, log_file, echo) -> None:
+    """Copies a process's output to its log file (and, for the feature party, the terminal), keeping the tail."""
+    for raw in iter(stream.readline, b""):
+        line = raw.decode(errors="replace")
+        proc.tail.append(line)
+        for out in (log_file, echo):
+            if out is None:
+                continue
+            try:
+                out.write(line)
+                out.flush()
+            except (OSError, ValueError):
+                pass  # a full disk must not stop the copy to the terminal, nor the tail
 
 
 def draw_known_labels(config: RunConfig, path: Path) -> int:
@@ -59,25 +87,36 @@ def draw_known_labels(config: RunConfig, path: Path) -> int:
 def check_run(config: RunConfig) -> None:
     """Raises DataError or ConfigError before any process starts: unreadable or inconsistent data files, a
     model that cannot be built or cut as configured, a device this host does not have."""
-    from splitleak.data import check_dataset
+    from splitleak.data import check_dataset, check_known_samples
     from splitleak.entry import DEVICE_KEYS, check_device
     from splitleak.models import build_split
 
     for key in DEVICE_KEYS.values():
         check_device(config, key)
     check_dataset(config.data, config.run.seed)
+    if config.adversary.mode != "off" and config.adversary.known_labels is not None:
+        check_known_samples(config, config.adversary.known_labels)
     dataset = load_dataset(config.data, config.run.seed)
     build_split(config.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes, seed=config.run.seed)
 
 
-def prepare_run_dir(config: RunConfig) -> RunConfig:
-    """Returns the run's config with the attacker's known samples drawn into the run dir (for the adversary only)."""
-    run_dir = Path(config.run.dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def prepare_run_dir(config: RunConfig, *, resume: bool = False) -> RunConfig:
+    """Returns the run's config with the attacker's known samples in the run dir (for the adversary only):
+    adversary.known_labels copied there when set, else drawn from the training split.
+
+    A fresh run starts from an empty checkpoint folder; a resumed one keeps its known samples and checkpoints."""
+    run_dir = ensure_run_dir(Path(config.run.dir))
+    if resume and not (run_dir / "config.yaml").exists():
+        raise ConfigError(f"nothing to resume in {run_dir}: it holds no run (no config.yaml)")
+    if not resume:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     adv = config.adversary
     if adv.mode != "off":
         known_path = run_dir / "known_labels.csv"
-        draw_known_labels(config, known_path)
+        if adv.known_labels is not None and Path(adv.known_labels).resolve() != known_path.resolve():
+            shutil.copyfile(adv.known_labels, known_path)  # the user's own: the run dir keeps what was used
+        elif not (resume and known_path.exists()):
+            draw_known_labels(config, known_path)
         config = config.model_copy(update={"adversary": adv.model_copy(update={"known_labels": known_path})})
     return config
 
@@ -89,12 +128,15 @@ def _start(
     ready.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", module, "--config", str(config_path), "--ready-file", str(ready), *overrides]
     log_path = run_dir / "logs" / f"{role}.log" if capture_log else None
-    out = None
+    log_file = None
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log_path, "w")
-    popen = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None)
-    return _Process(role, popen, log_path)
+        log_file = open(log_path, "a")
+    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = _Process(role, popen, log_path)
+    echo = None if capture_log else sys.stderr
+    threading.Thread(target=_tee, args=(proc, popen.stdout, log_file, echo), daemon=True).start()
+    return proc
 
 
 def _wait_ready(proc: _Process, run_dir: Path, timeout_s: float = 120.0) -> int:
@@ -105,7 +147,10 @@ def _wait_ready(proc: _Process, run_dir: Path, timeout_s: float = 120.0) -> int:
             info = json.loads(ready.read_text())
             return int(info["port"])
         if proc.popen.poll() is not None:
-            raise DemoError(f"{proc.role} exited with code {proc.popen.returncode} before serving; see {proc.log_path}")
+            raise DemoError(
+                f"{proc.role} exited with code {proc.popen.returncode} before serving: {proc.last_error()} "
+                f"(see {proc.log_path})"
+            )
         time.sleep(0.05)
     raise DemoError(f"{proc.role} did not start serving within {timeout_s:.0f}s; see {proc.log_path}")
 
@@ -139,15 +184,16 @@ def write_run_config(config: RunConfig) -> Path:
     return path
 
 
-def start_servers(config: RunConfig, config_path: Path, procs: list[_Process]) -> str:
+def start_servers(config: RunConfig, config_path: Path, procs: list[_Process], *, resume: bool = False) -> str:
     """Starts the label party (and the proxy, in proxy mode); returns the address the feature party calls."""
     run_dir = Path(config.run.dir)
-    label = _start("label_party", "party_label", config_path, run_dir, [], capture_log=True)
+    flags = ["--resume"] if resume else []
+    label = _start("label_party", "party_label", config_path, run_dir, flags, capture_log=True)
     procs.append(label)
     address = f"127.0.0.1:{_wait_ready(label, run_dir)}"
     if config.adversary.mode == "proxy":
         adversary = _start(
-            "adversary", "adversary", config_path, run_dir, [f"adversary.upstream={address}"], capture_log=True
+            "adversary", "adversary", config_path, run_dir, [*flags, f"adversary.upstream={address}"], capture_log=True
         )
         procs.append(adversary)
         address = f"127.0.0.1:{_wait_ready(adversary, run_dir)}"
@@ -213,36 +259,57 @@ def wait_servers(procs: list[_Process], run_dir: Path, *, stall_s: float = 180.0
                 reported = now
                 print(f"waiting for the {proc.role}: {_doing(_last_record(log_path))}", file=sys.stderr, flush=True)
         if proc.popen.returncode != 0:
-            raise DemoError(f"{proc.role} exited with code {proc.popen.returncode}; see {proc.log_path}")
+            raise DemoError(
+                f"{proc.role} exited with code {proc.popen.returncode}: {proc.last_error()} (see {proc.log_path})"
+            )
 
 
-def run_demo(config: RunConfig) -> dict:
-    """Runs the configured run as separate processes on loopback; returns its summary.json contents."""
+def _watch(feature: _Process, servers: list[_Process]) -> None:
+    """Waits for the feature party to end; a server that fails before it ends the run at once, named. (A
+    server that exits 0 has seen the run's Finish; the feature party ends right after it.)"""
+    while feature.popen.poll() is None:
+        for proc in servers:
+            if proc.popen.poll() not in (None, 0):
+                raise DemoError(
+                    f"{proc.role} exited with code {proc.popen.returncode} during the run: {proc.last_error()} "
+                    f"(see {proc.log_path}; continue the run with --resume)"
+                )
+        time.sleep(0.2)
+    if feature.popen.returncode != 0:
+        raise DemoError(
+            f"feature party exited with code {feature.popen.returncode}: {feature.last_error()} "
+            "(continue the run with --resume)"
+        )
+
+
+def run_demo(config: RunConfig, *, resume: bool = False) -> dict:
+    """Runs the configured run as separate processes on loopback; returns its summary.json contents.
+
+    resume: continue the run in run.dir (after any of its processes died) from the newest checkpoint all
+    three hold; the result equals the uninterrupted run's."""
     if config.adversary.mode == "off":
         raise DemoError("the demo needs the adversary: set adversary.mode to proxy or interceptor")
     check_run(config)
-    config = prepare_run_dir(config)
+    config = prepare_run_dir(config, resume=resume)
     run_dir = Path(config.run.dir)
     config_path = write_run_config(config)
     (run_dir / "summary.json").unlink(missing_ok=True)
     procs: list[_Process] = []
     try:
-        address = start_servers(config, config_path, procs)
+        address = start_servers(config, config_path, procs, resume=resume)
         feature = _start(
             "feature_party",
             "party_feature",
             config_path,
             run_dir,
-            [f"feature_party.label_party_address={address}"],
+            [*(["--resume"] if resume else []), f"feature_party.label_party_address={address}"],
             capture_log=False,
         )
         procs.append(feature)
         pids = {p.role: p.popen.pid for p in procs}
         (run_dir / "processes.json").write_text(json.dumps(pids, indent=2) + "\n")
         print("processes: " + ", ".join(f"{role} pid {pid}" for role, pid in pids.items()), flush=True)
-        code = feature.popen.wait()
-        if code != 0:
-            raise DemoError(f"feature party exited with code {code}")
+        _watch(feature, procs[:-1])
         wait_servers(procs[:-1], run_dir)
     finally:
         stop_processes(procs, timeout_s=15)

@@ -84,7 +84,11 @@ def _values(raw: str) -> list[Any]:
 
 
 def grid_points(
-    grid: list[tuple[str, list[Any]]], *, defense: str | None = None, values: list[Any] | None = None, baseline: bool = True
+    grid: list[tuple[str, list[Any]]],
+    *,
+    defense: str | None = None,
+    values: list[Any] | None = None,
+    baseline: bool = True,
 ) -> list[Point]:
     """Returns the points of a sweep: the product of the grid, each with the defense's strengths (and a
     no-defense baseline) when a defense is named."""
@@ -93,7 +97,9 @@ def grid_points(
     if not defense:
         return [Point(settings) for settings in base]
     if defense not in STRENGTH_KEY or defense == "none":
-        raise ConfigError(f"--defense must be one of {', '.join(k for k in STRENGTH_KEY if k != 'none')}, got {defense!r}")
+        raise ConfigError(
+            f"--defense must be one of {', '.join(k for k in STRENGTH_KEY if k != 'none')}, got {defense!r}"
+        )
     if not values:
         raise ConfigError(f"name the strengths of {defense}: --values v1,v2 (or the config's sweep.values)")
     key = f"label_party.defense.{STRENGTH_KEY[defense]}"
@@ -205,7 +211,9 @@ def point_statistics(rows: list[dict]) -> list[dict]:
         figures = {}
         keys = [k for k in runs[0] if k in HEADLINE_FIGURES or k.count(".") == 2]
         for key in keys:
-            values = [r.get(key) for r in runs if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+            values = [
+                r.get(key) for r in runs if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+            ]
             if values:
                 figures[key] = _stats([float(v) for v in values])
         epochs = max(len(r["cumulative.per_epoch"]) for r in runs)
@@ -284,14 +292,20 @@ def run_sweep(
                 todo.append((point, seed, sub, config.model_dump(mode="json")))
     total = len(points) * len(seeds)
     if rows:
-        print(f"sweep: {len(rows)} of {total} runs already complete in {run_dir}; running the other {len(todo)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"sweep: {len(rows)} of {total} runs already complete in {run_dir}; running the other {len(todo)}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def finished(point: Point, seed: int, sub: Path, summary: dict, seconds: float) -> None:
         write_json_atomic(sub / "sweep_point.json", {"settings": point.settings, "seed": seed})
         rows[(point.label, seed)] = _row(point, seed, sub, summary)
-        print(f"sweep {len(rows)}/{total}: {point.label} seed {seed} ({seconds:.0f}s): {summary.get('headline', '')}",
-              file=sys.stderr, flush=True)
+        print(
+            f"sweep {len(rows)}/{total}: {point.label} seed {seed} ({seconds:.0f}s): {summary.get('headline', '')}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     for point, seed, sub, _ in todo:
         if sub.exists():
@@ -363,8 +377,10 @@ def _write(rows: list[dict], run_dir: Path, *, title: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     points = point_statistics(rows)
     write_json_atomic(run_dir / "sweep.json", {"runs": rows, "points": points})
-    flat = [{**{f"setting:{k}": v for k, v in r["settings"].items()}, **{k: v for k, v in r.items() if k != "settings"}}
-            for r in rows]
+    flat = [
+        {**{f"setting:{k}": v for k, v in r["settings"].items()}, **{k: v for k, v in r.items() if k != "settings"}}
+        for r in rows
+    ]
     columns = list(dict.fromkeys(k for r in flat for k in r))
     with open(run_dir / "sweep.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
@@ -506,7 +522,9 @@ def _cmd_sweep(args) -> int:
             values = base.sweep.values
         points = grid_points(grid, defense=defense, values=values, baseline=not args.no_baseline)
         if not grid and not defense:
-            raise ConfigError("nothing to sweep: --grid key=v1,v2 (or --defense NAME --values v1,v2, or a sweep: section)")
+            raise ConfigError(
+                "nothing to sweep: --grid key=v1,v2 (or --defense NAME --values v1,v2, or a sweep: section)"
+            )
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [base.run.seed]
         run_sweep(
             args.config,

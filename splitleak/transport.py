@@ -108,32 +108,39 @@ def add_health_and_reflection(server: grpc.Server, service_names: list[str]) -> 
 def call_with_retry(
     call: Callable[[], T],
     *,
-    retries: int,
+    retry_s: float,
     what: str,
     base_delay_s: float = 0.2,
     max_delay_s: float = 5.0,
 ) -> T:
-    """Returns call()'s result, retrying UNAVAILABLE and DEADLINE_EXCEEDED with jittered exponential backoff.
+    """Returns call()'s result, retrying UNAVAILABLE and DEADLINE_EXCEEDED with jittered exponential backoff
+    for up to retry_s seconds: long enough to ride out a restart of the other side.
 
     Every other status (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED,
-    FAILED_PRECONDITION, ...) is raised at once: retrying cannot fix it.
+    FAILED_PRECONDITION, ...) is raised at once: retrying cannot fix it. An outage is
+    warned about once when it starts and once when it ends, not at every attempt.
     """
     attempt = 0
+    started = None
     while True:
         try:
-            return call()
+            result = call()
         except grpc.RpcError as err:
-            if err.code() not in RETRYABLE or attempt >= retries:
+            if err.code() not in RETRYABLE:
                 raise
-            delay = min(max_delay_s, base_delay_s * 2**attempt) * (0.5 + random.random() / 2)
+            now = time.monotonic()
+            if started is None:
+                started = now
+                log.warning(
+                    "%s failed with %s (%s); retrying for up to %.0fs", what, err.code().name, err.details(), retry_s
+                )
+            if now - started >= retry_s:
+                log.error("%s: giving up after %.0fs of %s", what, now - started, err.code().name)
+                raise
+            delay = min(max_delay_s, base_delay_s * 2**attempt, max(0.0, started + retry_s - now))
+            time.sleep(delay * (0.5 + random.random() / 2))
             attempt += 1
-            log.warning(
-                "%s failed with %s (%s); retry %d/%d in %.2fs",
-                what,
-                err.code().name,
-                err.details(),
-                attempt,
-                retries,
-                delay,
-            )
-            time.sleep(delay)
+            continue
+        if started is not None:
+            log.warning("%s went through after %.1fs and %d retries", what, time.monotonic() - started, attempt)
+        return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,7 @@ def small_config(tmp_path: Path, **sections) -> RunConfig:
         "model": {"bottom_hidden": [32], "cut_dim": 16},
         "train": {"epochs": 1, "batch_size": 32},
         "label_party": {"port": 0},
-        "feature_party": {"progress": False, "deadline_s": 20, "retries": 2},
+        "feature_party": {"progress": False, "deadline_s": 20, "retry_s": 5},
         "adversary": {"mode": "off", "port": 0},
     }
     for section, values in sections.items():
@@ -48,3 +50,15 @@ def label_server():
     yield start
     for server in running:
         server.stop(grace_s=0)
+
+
+@pytest.fixture(scope="session")
+def figures():
+    """Figures the reliability tests measure, by test; written as JSON to $SPLITLEAK_FIGURES when it is set
+    (`make reliability` renders them into docs/reliability.md). A test records its figures only once its
+    assertions have passed."""
+    found: dict[str, list] = {}
+    yield found
+    path = os.environ.get("SPLITLEAK_FIGURES")
+    if path:
+        Path(path).write_text(json.dumps(found, indent=2))

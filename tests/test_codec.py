@@ -37,6 +37,9 @@ def test_float32_is_bit_exact_and_little_endian():
         (pb.Tensor(dtype="float32", shape=[-1], data=b""), "negative dimension"),
         (pb.Tensor(dtype="float32", shape=[1], data=np.array([np.nan], "<f4").tobytes()), "NaN or Inf"),
         (pb.Tensor(dtype="float16", shape=[1], data=np.array([np.inf], "<f2").tobytes()), "NaN or Inf"),
+        (pb.Tensor(dtype="float32", shape=[1] * 65, data=b"\x00" * 4), "65 dimensions; at most 8"),
+        (pb.Tensor(dtype="float32", shape=[2**62, 2**62, 0], data=b""), "a dimension above 2147483648"),
+        (pb.Tensor(dtype="float32", shape=[2**31, 2**31], data=b""), "needs 18446744073709551616 bytes, got 0"),
     ],
 )
 def test_malformed_tensors_are_invalid_argument(msg, match):

@@ -86,8 +86,13 @@ def test_the_criterion_never_increases_and_matches_numpy(seed, spread):
         assert fit.criterion <= previous + 1e-6 * abs(previous if math.isfinite(previous) else 1.0)
         previous = fit.criterion
     one_more = fit_views(
-        views, num_rows=len(labels), known_rows=known_rows, known_labels=known_labels,
-        num_classes=4, init=fit.labels, max_iters=1,
+        views,
+        num_rows=len(labels),
+        known_rows=known_rows,
+        known_labels=known_labels,
+        num_classes=4,
+        init=fit.labels,
+        max_iters=1,
     )
     assert one_more.criterion == pytest.approx(_criterion_numpy(views, fit.labels, 4), rel=1e-4)
 
@@ -150,4 +155,9 @@ def test_the_cumulative_attacker_cannot_receive_ground_truth():
     for method in (CumulativeAttacker.__init__, CumulativeAttacker.frame, CumulativeAttacker.update):
         assert not forbidden & set(inspect.signature(method).parameters), method.__name__
     # end_epoch's candidates are other attacks' predictions, never labels.
-    assert list(inspect.signature(CumulativeAttacker.end_epoch).parameters) == ["self", "ids", "candidates", "epoch_vectors"]
+    assert list(inspect.signature(CumulativeAttacker.end_epoch).parameters) == [
+        "self",
+        "ids",
+        "candidates",
+        "epoch_vectors",
+    ]

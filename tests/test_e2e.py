@@ -93,12 +93,13 @@ def test_inproc_and_three_processes_give_the_same_numbers(tmp_path):
             "--no-baseline",
             "--transport",
             transport,
-            "--out",
+            "--run-dir",
             str(tmp_path / transport),
             "train.epochs=2",
             "model.cut_dim=32",
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        rows[transport] = json.loads((tmp_path / transport / "sweep.json").read_text())
+        sweep = json.loads((tmp_path / transport / "sweep.json").read_text())
+        rows[transport] = [{k: v for k, v in r.items() if k != "run_dir"} for r in sweep["runs"]]
         assert (tmp_path / transport / "sweep.png").stat().st_size > 0
     assert rows["inproc"] == rows["processes"]

@@ -59,7 +59,7 @@ def _run(tmp_path, label_server, *, lose_call):
     config = config.model_copy(
         update={
             "feature_party": config.feature_party.model_copy(
-                update={"label_party_address": f"127.0.0.1:{hop.port}", "retries": 3}
+                update={"label_party_address": f"127.0.0.1:{hop.port}", "retry_s": 30}
             )
         }
     )

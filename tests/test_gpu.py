@@ -26,7 +26,9 @@ def test_attacks_on_cuda_give_the_cpu_results(width):
     ids = np.arange(n)
     results = {}
     for device in ("cpu", "cuda:0"):
-        engine = AttackEngine(AttackSection(), known_ids=known, known_labels=labels[known], num_classes=k, device=device)
+        engine = AttackEngine(
+            AttackSection(), known_ids=known, known_labels=labels[known], num_classes=k, device=device
+        )
         for start in range(0, n, 500):  # rounds first, as live: the cumulative attacker keeps up with them
             rows = slice(start, start + 500)
             engine.train_round(ids[rows], smashed[rows], grad[rows])
@@ -40,9 +42,23 @@ def test_attacks_on_cuda_give_the_cpu_results(width):
 
 def test_a_run_on_cuda_puts_both_parties_and_the_attacks_there(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "splitleak.cli", "demo", "--run-dir", str(tmp_path), "--epochs", "2",
-         "label_party.device=cuda:0", "feature_party.device=cuda:0", "adversary.device=cuda:0"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "splitleak.cli",
+            "demo",
+            "--run-dir",
+            str(tmp_path),
+            "--epochs",
+            "2",
+            "label_party.device=cuda:0",
+            "feature_party.device=cuda:0",
+            "adversary.device=cuda:0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -136,7 +136,7 @@ def test_infer_acks_by_default_and_counts_accuracy_once(session):
     reply = stub.Infer(request, timeout=10)
     assert reply.count == 8 and list(reply.predictions) == []
     stub.Infer(request, timeout=10)
-    finish = stub.Finish(pb.FinishRequest(run_id="t"), timeout=10)
+    finish = stub.Finish(pb.FinishRequest(run_id="t", session=feature.session), timeout=10)
     assert finish.test_samples == 8 and 0 <= finish.test_accuracy <= 1
     assert not finish.HasField("epsilon")
 
@@ -195,7 +195,7 @@ def test_retry_helper_retries_unavailable_only():
             raise Err(grpc.StatusCode.UNAVAILABLE)
         return "ok"
 
-    assert call_with_retry(flaky, retries=5, what="t", base_delay_s=0.001) == "ok" and len(calls) == 3
+    assert call_with_retry(flaky, retry_s=5, what="t", base_delay_s=0.001) == "ok" and len(calls) == 3
     calls.clear()
 
     def refused():
@@ -203,7 +203,7 @@ def test_retry_helper_retries_unavailable_only():
         raise Err(grpc.StatusCode.INVALID_ARGUMENT)
 
     with pytest.raises(grpc.RpcError):
-        call_with_retry(refused, retries=5, what="t", base_delay_s=0.001)
+        call_with_retry(refused, retry_s=5, what="t", base_delay_s=0.001)
     assert len(calls) == 1
 
 
@@ -226,3 +226,128 @@ def test_infer_returns_predictions_when_the_policy_allows(tmp_path, label_server
     )
     assert reply.count == 8 and len(reply.predictions) == 8 and set(reply.predictions) <= set(range(10))
     link.close()
+
+
+def _connected(tmp_path, label_server, **sections):
+    """A label-party server and a feature party that said Hello to it."""
+    config = small_config(tmp_path, **sections)
+    server = label_server(config)
+    config = config.model_copy(
+        update={
+            "feature_party": config.feature_party.model_copy(update={"label_party_address": f"127.0.0.1:{server.port}"})
+        }
+    )
+    feature = build_feature_party(config)
+    feature.hello(GrpcLink(config))
+    return server, feature, pb_grpc.LabelPartyStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
+
+
+def _top_weights(server):
+    return [p.detach().clone() for p in server.party.top.state_dict().values()]
+
+
+@pytest.mark.parametrize("limit", [1e6, 1e39])
+def test_a_step_that_would_poison_the_top_model_is_refused_and_changes_nothing(tmp_path, label_server, limit, figures):
+    """3e38 in every entry: refused up front by max_input_abs (1e6), or, with the limit above it, refused after
+    the step because its loss is not finite; either way the top model is as before and training goes on."""
+    server, feature, stub = _connected(tmp_path, label_server, label_party={"port": 0, "max_input_abs": limit})
+    stub.TrainStep(_step(feature), timeout=10)
+    before = _top_weights(server)
+    code, details = _status(stub, _step(feature, step=1, smashed=tensor_to_proto(torch.full((4, 16), 3e38))))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("max_input_abs" in details) if limit == 1e6 else ("not finite; the step was refused" in details)
+    assert all(torch.equal(a, b) for a, b in zip(before, _top_weights(server)))
+    reply = stub.TrainStep(_step(feature, step=1), timeout=10)
+    assert torch.isfinite(torch.tensor(reply.loss)) and all(torch.isfinite(p).all() for p in _top_weights(server))
+    figures.setdefault("poison", []).append(
+        {"max_input_abs": limit, "status": code.name, "details": details, "top_model_unchanged": True}
+    )
+
+
+def test_a_replay_matches_the_whole_request_not_just_its_step_and_ids(session):
+    """A second sender with the same step and ids but other tensors must not receive the first's gradient."""
+    config, server, feature, stub = session
+    stub.TrainStep(_step(feature, smashed=tensor_to_proto(torch.zeros(4, 16))), timeout=10)
+    code, details = _status(stub, _step(feature, smashed=tensor_to_proto(torch.ones(4, 16))))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "other sample ids or smashed data" in details
+
+
+def test_infer_replies_and_request_ids_are_bounded(tmp_path, label_server):
+    server, feature, stub = _connected(tmp_path, label_server, label_party={"port": 0, "infer_window": 4})
+    ids = feature.split.test_ids
+    for i in range(12):
+        batch = list(map(int, ids[i * 2 : i * 2 + 2]))
+        stub.Infer(
+            pb.InferRequest(
+                run_id="t", request_id=f"r{i}", sample_ids=batch, smashed=tensor_to_proto(torch.rand(2, 16))
+            ),
+            timeout=10,
+        )
+    assert len(server.party._infer_replies) == 4  # the window, not every request ever answered
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Infer(
+            pb.InferRequest(
+                run_id="t", request_id="x" * 129, sample_ids=[int(ids[0])], smashed=tensor_to_proto(torch.rand(1, 16))
+            ),
+            timeout=10,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "longer than 128" in err.value.details()
+
+
+def test_finish_is_no_label_oracle(tmp_path, label_server, figures):
+    """A second Finish, a Finish from another client, and a test sample's Infer repeated under new request
+    ids leave the published accuracy as a run without them publishes it."""
+    plain_server, plain_feature, plain = _connected(tmp_path / "plain", label_server)
+    server, feature, stub = _connected(tmp_path / "probed", label_server)
+    ids = list(map(int, feature.split.test_ids[:16]))
+    smashed = torch.rand(16, 16, generator=torch.Generator().manual_seed(0))
+    for s in (plain, stub):
+        s.Infer(
+            pb.InferRequest(run_id="t", request_id="r", sample_ids=ids, smashed=tensor_to_proto(smashed)), timeout=10
+        )
+    # The prober re-asks about one sample with other smashed data, under fresh request ids.
+    for i in range(20):
+        stub.Infer(
+            pb.InferRequest(
+                run_id="t", request_id=f"probe{i}", sample_ids=ids[:1], smashed=tensor_to_proto(torch.randn(1, 16) * 5)
+            ),
+            timeout=10,
+        )
+    # Another client (no session secret, or a guessed one) cannot end the run.
+    other = pb_grpc.LabelPartyStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
+    for session in ("", "guess"):
+        with pytest.raises(grpc.RpcError) as err:
+            other.Finish(pb.FinishRequest(run_id="t", session=session), timeout=10)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert not server.party.finished.is_set()
+    expected = plain.Finish(pb.FinishRequest(run_id="t", session=plain_feature.session), timeout=10)
+    first = stub.Finish(pb.FinishRequest(run_id="t", session=feature.session), timeout=10)
+    assert (
+        (first.test_accuracy, first.test_samples)
+        == (expected.test_accuracy, expected.test_samples)
+        == (
+            expected.test_accuracy,
+            16,
+        )
+    )
+    # Once finished: no second Finish, and no more Infer to move anything.
+    for call, request in (
+        (stub.Finish, pb.FinishRequest(run_id="t", session=feature.session)),
+        (
+            stub.Infer,
+            pb.InferRequest(
+                run_id="t", request_id="late", sample_ids=ids[:1], smashed=tensor_to_proto(torch.rand(1, 16))
+            ),
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            call(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "has finished" in err.value.details()
+    figures["finish_oracle"] = {
+        "probes": 20,
+        "finish_from_other_clients": "PERMISSION_DENIED",
+        "second_finish": "FAILED_PRECONDITION",
+        "published_accuracy": first.test_accuracy,
+        "accuracy_without_probes": expected.test_accuracy,
+        "test_samples": first.test_samples,
+    }

@@ -99,9 +99,21 @@ def test_model_errors_say_what_to_change(tmp_path, user_model):
 
 def test_cuts_lists_resnet18_blocks_with_their_shapes(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "splitleak.cli", "cuts", "--json", "data.name=cifar10", f"data.path={tmp_path}",
-         "model.arch=resnet18", "model.cut=layer1"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "splitleak.cli",
+            "cuts",
+            "--json",
+            "data.name=cifar10",
+            f"data.path={tmp_path}",
+            "model.arch=resnet18",
+            "model.cut=layer1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     rows = {row["cut"]: row for row in json.loads(done.stdout)}
@@ -111,9 +123,20 @@ def test_cuts_lists_resnet18_blocks_with_their_shapes(tmp_path):
     assert rows["layer4"]["shape"] == [512, 4, 4]
     assert "fc" not in rows, "nothing would be left above a cut after the last child"
     table = subprocess.run(
-        [sys.executable, "-m", "splitleak.cli", "cuts", "data.name=cifar10", "model.arch=resnet18",
-         "model.cut=layer2", f"data.path={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "splitleak.cli",
+            "cuts",
+            "data.name=cifar10",
+            "model.arch=resnet18",
+            "model.cut=layer2",
+            f"data.path={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert "layer2 (configured)" in table.stdout and "128x16x16" in table.stdout
 
@@ -155,12 +178,21 @@ CONV_CUTS = {
 def test_conv_cuts_run_end_to_end_with_4d_smashed_data_and_the_same_numbers_in_process(tmp_path, name):
     _cifar_batches(tmp_path / "cifar")
     common = [
-        "data.name=cifar10", f"data.path={tmp_path / 'cifar'}", "train.epochs=2", "train.batch_size=20",
-        "train.optimizer=adam", "train.lr=0.003", "adversary.capture=true", *CONV_CUTS[name],
+        "data.name=cifar10",
+        f"data.path={tmp_path / 'cifar'}",
+        "train.epochs=2",
+        "train.batch_size=20",
+        "train.optimizer=adam",
+        "train.lr=0.003",
+        "adversary.capture=true",
+        *CONV_CUTS[name],
     ]
     demo = subprocess.run(
         [sys.executable, "-m", "splitleak.cli", "demo", "--run-dir", str(tmp_path / "processes"), *common],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert demo.returncode == 0, demo.stderr[-3000:]
     processes = json.loads((tmp_path / "processes" / "summary.json").read_text())
@@ -186,10 +218,26 @@ def test_a_model_from_a_users_file_trains_over_grpc_in_three_processes(tmp_path)
     (tmp_path / "models" / "my_models.py").write_text(USER_MODEL)
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "models")}
     done = subprocess.run(
-        [sys.executable, "-m", "splitleak.cli", "demo", "--run-dir", str(tmp_path / "run"), "--epochs", "2",
-         "model.arch=my_models:build", "model.cut=middle", "model.options={hidden: 48}",
-         "train.optimizer=adam", "train.lr=0.003"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "splitleak.cli",
+            "demo",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--epochs",
+            "2",
+            "model.arch=my_models:build",
+            "model.cut=middle",
+            "model.options={hidden: 48}",
+            "train.optimizer=adam",
+            "train.lr=0.003",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -206,13 +254,19 @@ def test_a_cuda_device_on_a_host_without_one_fails_at_start_with_a_clear_message
     key = {"party_label": "label_party", "party_feature": "feature_party", "adversary": "adversary"}[module]
     done = subprocess.run(
         [sys.executable, "-m", module, f"{key}.device=cuda:0", f"run.dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert f"{key}.device is 'cuda:0' but this host has no CUDA device" in done.stderr
     demo = subprocess.run(
         [sys.executable, "-m", "splitleak.cli", "demo", "--run-dir", str(tmp_path / "demo"), f"{key}.device=cuda:0"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert demo.returncode == 2 and "no CUDA device" in demo.stderr
     assert not (tmp_path / "demo" / "logs").exists(), "no process was started"

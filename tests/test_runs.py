@@ -43,7 +43,12 @@ def test_live_predictions_equal_offline_replay(tmp_path, attacks):
     for row in epoch_rows:
         assert row["accuracy"] == live[(row["attack"], row["data"], row["phase"], row["epoch"])]
     replayed = {(row["attack"], row["phase"]) for row in rows}
-    assert {("cumulative", "train"), ("cumulative", "rounds"), ("distance", "rounds"), ("tracking", "rounds")} <= replayed
+    assert {
+        ("cumulative", "train"),
+        ("cumulative", "rounds"),
+        ("distance", "rounds"),
+        ("tracking", "rounds"),
+    } <= replayed
     assert {row["epoch"] for row in rows if row["attack"] == "cumulative"} == {0, 1}
 
 
@@ -101,7 +106,9 @@ def test_the_verdict_is_the_cumulative_attackers_and_never_below_a_snapshot(tmp_
     # time_to_leak is the first round whose cumulative labelling of the samples seen reached the threshold.
     rounds = [r for r in read_jsonl(tmp_path / "run" / "attack_log.jsonl") if r["type"] == "round" and "round" in r]
     first = next(
-        r for r in rounds for e in r["attacks"]
+        r
+        for r in rounds
+        for e in r["attacks"]
         if e["attack"] == "cumulative" and e["accuracy"] >= config.adversary.leak_threshold
     )
     assert (leak["round"], leak["epoch"], leak["step"]) == (first["round"], first["epoch"], first["step"])

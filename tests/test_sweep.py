@@ -36,8 +36,16 @@ def test_grid_points_are_the_product_of_the_grid():
 
 def test_statistics_match_an_independent_computation():
     rows = [
-        {"point": "a", "settings": {}, "seed": s, "defense": "none", "strength": None, "failure": None,
-         "test_accuracy": v, "cumulative.per_epoch": [v, 1.0]}
+        {
+            "point": "a",
+            "settings": {},
+            "seed": s,
+            "defense": "none",
+            "strength": None,
+            "failure": None,
+            "test_accuracy": v,
+            "cumulative.per_epoch": [v, 1.0],
+        }
         for s, v in enumerate([0.91, 0.95, 0.93, 0.97, 0.92])
     ]
     figure = point_statistics(rows)[0]["figures"]["test_accuracy"]
@@ -53,13 +61,17 @@ FIGURES = ("test_accuracy", "leakage.train", "leakage.inference", "time_to_leak.
 
 
 def _figures(rows):
-    return {(r["point"], r["seed"]): {k: r[k] for k in FIGURES} | {k: v for k, v in r.items() if k.count(".") == 2}
-            for r in rows}
+    return {
+        (r["point"], r["seed"]): {k: r[k] for k in FIGURES} | {k: v for k, v in r.items() if k.count(".") == 2}
+        for r in rows
+    }
 
 
 @pytest.mark.slow
 def test_local_jobs_and_ray_give_identical_runs(tmp_path):
-    config = small_config(tmp_path, train={"epochs": 1, "batch_size": 64}, adversary={"mode": "proxy", "ground_truth": "dataset"})
+    config = small_config(
+        tmp_path, train={"epochs": 1, "batch_size": 64}, adversary={"mode": "proxy", "ground_truth": "dataset"}
+    )
     path = tmp_path / "run.yaml"
     path.write_text(dump_config(config))
     points = grid_points([("model.top_layers", [1, 2])])
@@ -79,8 +91,19 @@ def test_local_jobs_and_ray_give_identical_runs(tmp_path):
 @pytest.mark.slow
 def test_an_interrupted_sweep_completes_without_repeating_finished_runs(tmp_path):
     command = [
-        sys.executable, "-m", "splitleak.cli", "sweep", "--transport", "inproc", "--grid", "model.top_layers=1,2",
-        "--seeds", "0,1", "--run-dir", str(tmp_path / "sweep"), "train.epochs=1",
+        sys.executable,
+        "-m",
+        "splitleak.cli",
+        "sweep",
+        "--transport",
+        "inproc",
+        "--grid",
+        "model.top_layers=1,2",
+        "--seeds",
+        "0,1",
+        "--run-dir",
+        str(tmp_path / "sweep"),
+        "train.epochs=1",
     ]
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -90,8 +113,10 @@ def test_an_interrupted_sweep_completes_without_repeating_finished_runs(tmp_path
         time.sleep(0.2)
     first.kill()
     first.wait()
-    finished = {p.parent: p.parent.joinpath("summary.json").stat().st_mtime_ns
-                for p in (tmp_path / "sweep").glob("*/seed-*/sweep_point.json")}
+    finished = {
+        p.parent: p.parent.joinpath("summary.json").stat().st_mtime_ns
+        for p in (tmp_path / "sweep").glob("*/seed-*/sweep_point.json")
+    }
     assert 1 <= len(finished) < 4
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -114,7 +139,10 @@ def test_an_interrupted_sweep_completes_without_repeating_finished_runs(tmp_path
 def test_bad_sweeps_are_refused_before_any_run(tmp_path, args, message):
     done = subprocess.run(
         [sys.executable, "-m", "splitleak.cli", "sweep", "--run-dir", str(tmp_path / "s"), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr

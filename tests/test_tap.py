@@ -101,6 +101,7 @@ def test_a_worker_that_falls_behind_is_logged_and_drops_nothing(tmp_path, monkey
     tap.close()
     records = list(read_jsonl(tmp_path / "run" / "attack_log.jsonl"))
     lags = [r for r in records if r["type"] == "lag"]
-    assert lags and all(r["waited_ms"] > 0 for r in lags)
+    # A lag is logged while it happens (queued, before the exchange waits) and when it ends (how long).
+    assert [r for r in lags if "queued" in r] and all(r["waited_ms"] > 0 for r in lags if "waited_ms" in r)
     rounds = [r for r in records if r["type"] == "round"]
     assert len(rounds) == report.train_rounds + report.infer_rounds

@@ -86,7 +86,7 @@ def test_mutual_tls_run_and_a_client_without_a_certificate_is_refused(tmp_path, 
         transport={
             "tls": {"cert": str(certs / "client.pem"), "key": str(certs / "client.key"), "ca": str(certs / "ca.pem")}
         },
-        feature_party={"label_party_address": f"localhost:{server.port}", "retries": 0, "deadline_s": 10},
+        feature_party={"label_party_address": f"localhost:{server.port}", "retry_s": 0, "deadline_s": 10},
     )
     report = build_feature_party(client_cfg).run(GrpcLink(client_cfg))
     assert report.finish.test_samples > 0
@@ -95,7 +95,7 @@ def test_mutual_tls_run_and_a_client_without_a_certificate_is_refused(tmp_path, 
     anonymous = small_config(
         tmp_path,
         transport={"tls": {"ca": str(certs / "ca.pem")}},
-        feature_party={"label_party_address": f"localhost:{server.port}", "retries": 0, "deadline_s": 5},
+        feature_party={"label_party_address": f"localhost:{server.port}", "retry_s": 0, "deadline_s": 5},
     )
     with pytest.raises(grpc.RpcError) as err:
         build_feature_party(anonymous).hello(GrpcLink(anonymous))

@@ -243,12 +243,13 @@ def best_fit(
     Each start is (name, initial labelling, views to fit on: None for all). Which channel to trust is
     decided by the known samples, never assumed: best is the fit whose own views place the most known
     samples in their own class (a channel whose structure follows randomised labels or noise places
-    few), then the lowest criterion on all views (the common yardstick). The fit from the incumbent start (the attacker's own
-    labelling) stays unless another places more known samples, or as many with a criterion lower by
-    more than switch_margin (the within-class variance smaller by about that fraction): views that do
+    few), then the lowest criterion on all views (the common yardstick). The fit from the incumbent start
+    (the attacker's own labelling) stays unless another places more known samples, or as many with a
+    criterion lower by more than switch_margin (the within-class variance smaller by about that fraction): views that do
     not follow the labels leave small differences of fit, which must not overturn what the attacker
     already holds. Identical starts on the same views are fitted once (the first name is kept).
     """
+
     def run(init: torch.Tensor, subset: list[View] | None, iters: int, settle: float) -> ViewFit:
         fit = fit_views(
             subset or views,
@@ -264,7 +265,9 @@ def best_fit(
             return fit
         # Its known samples as its own views place them; its fit (and the scores the next rounds add
         # to) on all views, the common yardstick.
-        judged = evaluate_labels(views, fit.labels, known_rows=known_rows, known_labels=known_labels, num_classes=num_classes)
+        judged = evaluate_labels(
+            views, fit.labels, known_rows=known_rows, known_labels=known_labels, num_classes=num_classes
+        )
         return ViewFit(fit.labels, judged.scores, judged.criterion, fit.known_agreement, fit.iterations)
 
     fits: list[tuple[str, ViewFit]] = []

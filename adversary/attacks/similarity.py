@@ -140,7 +140,9 @@ def squared_distances(
     return d.clamp_min_(0.0)
 
 
-def nearest_centroid(vectors: torch.Tensor, centroids: torch.Tensor, *, scale: torch.Tensor | None = None) -> torch.Tensor:
+def nearest_centroid(
+    vectors: torch.Tensor, centroids: torch.Tensor, *, scale: torch.Tensor | None = None
+) -> torch.Tensor:
     """Returns each row's nearest centroid (rows taken as vectors * scale when given): the argmax of
     x.c - |c|^2 / 2, one fused product, needing neither the rows' norms nor their squared distances."""
     half = (centroids * centroids).sum(dim=1)[None, :] * -0.5

@@ -59,6 +59,14 @@ class Defense:
         """Returns the defense's own figures for the run report (noise multiplier, ...)."""
         return {}
 
+    def state_dict(self) -> dict:
+        """Returns what a checkpoint must keep for the defense to continue as if never stopped (random
+        generators, running statistics)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores what state_dict returned."""
+
 
 def build_defense(cfg, ctx: DefenseContext) -> Defense:
     """Returns the configured defense; unknown names fail with the known ones."""

@@ -54,7 +54,7 @@ class DpSgd(Defense):
                 + " (cut after the last BatchNorm, or use a model with GroupNorm)"
             )
         private_top = GradSampleModule(top, loss_reduction="mean")
-        private_optimizer = DPOptimizer(
+        self._optimizer = DPOptimizer(
             optimizer,
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.cfg.max_grad_norm,
@@ -62,7 +62,7 @@ class DpSgd(Defense):
             loss_reduction="mean",
             generator=torch.Generator(device=self.ctx.device).manual_seed(self.ctx.seed + 49979687),
         )
-        return private_top, private_optimizer
+        return private_top, self._optimizer
 
     def protect(self, cut_grad, labels):
         if not self.cfg.cut_grad_noise:
@@ -97,3 +97,10 @@ class DpSgd(Defense):
 
     def metrics(self, *, steps: int) -> dict[str, float]:
         return {"noise_multiplier": self.noise_multiplier, "top_model_epsilon": self._top_epsilon(steps)}
+
+    def state_dict(self) -> dict:
+        return {"cut_grad_noise": self._generator.get_state(), "top_noise": self._optimizer.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._generator.set_state(state["cut_grad_noise"])
+        self._optimizer.generator.set_state(state["top_noise"])

@@ -58,6 +58,14 @@ class Marvell(Defense):
             noise[rows] = along + iso
         return ((grads + noise) / batch).to(cut_grad.dtype)
 
+    def state_dict(self) -> dict:
+        return {"noise": self._generator.get_state(), "stats": dict(self._stats), "last_solution": self.last_solution}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._generator.set_state(state["noise"])
+        self._stats = dict(state["stats"])
+        self.last_solution = state["last_solution"]
+
     def metrics(self, *, steps: int) -> dict[str, float]:
         figures = {"scale": self.cfg.scale}
         if self.last_solution is not None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csplitleak/v1/splitleak.proto\x12\x0csplitleak.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x9a\x01\n\x0cHelloRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0bnum_classes\x18\x04 \x01(\r\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\x15\n\rconfig_digest\x18\x06 \x01(\t\x12\x11\n\tcut_shape\x18\x07 \x03(\rJ\x04\x08\x03\x10\x04R\x07\x63ut_dim\"\x8b\x01\n\nHelloReply\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x65nse\x18\x03 \x01(\t\x12\x1b\n\x13returns_predictions\x18\x04 \x01(\x08\x12\x12\n\nnext_epoch\x18\x05 \x01(\r\x12\x11\n\tnext_step\x18\x06 \x01(\r\"z\n\x10TrainStepRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x0c\n\x04step\x18\x03 \x01(\r\x12\x12\n\nsample_ids\x18\x04 \x03(\x03\x12%\n\x07smashed\x18\x05 \x01(\x0b\x32\x14.splitleak.v1.Tensor\"X\n\x0eTrainStepReply\x12&\n\x08\x63ut_grad\x18\x01 \x01(\x0b\x32\x14.splitleak.v1.Tensor\x12\x0c\n\x04loss\x18\x02 \x01(\x02\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"m\n\x0cInferRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\nsample_ids\x18\x03 \x03(\x03\x12%\n\x07smashed\x18\x04 \x01(\x0b\x32\x14.splitleak.v1.Tensor\"0\n\nInferReply\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x13\n\x0bpredictions\x18\x02 \x03(\r\"\x9a\x01\n\rFinishRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rtrain_seconds\x18\x02 \x01(\x01\x12\x14\n\x0ctrain_rounds\x18\x03 \x01(\x04\x12\x15\n\rinfer_seconds\x18\x04 \x01(\x01\x12\x14\n\x0cinfer_rounds\x18\x05 \x01(\x04\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\r\x12\x0f\n\x07\x66\x61ilure\x18\x07 \x01(\t\"\xa4\x02\n\x0b\x46inishReply\x12\x15\n\rtest_accuracy\x18\x01 \x01(\x01\x12\x14\n\x0ctest_samples\x18\x02 \x01(\x04\x12\x0f\n\x07\x64\x65\x66\x65nse\x18\x03 \x01(\t\x12\x14\n\x07\x65psilon\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x64\x65lta\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x10\x66inal_train_loss\x18\x06 \x01(\x01\x12\x46\n\x0f\x64\x65\x66\x65nse_metrics\x18\x07 \x03(\x0b\x32-.splitleak.v1.FinishReply.DefenseMetricsEntry\x1a\x35\n\x13\x44\x65\x66\x65nseMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\n\n\x08_epsilonB\x08\n\x06_delta2\x97\x02\n\nLabelParty\x12=\n\x05Hello\x12\x1a.splitleak.v1.HelloRequest\x1a\x18.splitleak.v1.HelloReply\x12I\n\tTrainStep\x12\x1e.splitleak.v1.TrainStepRequest\x1a\x1c.splitleak.v1.TrainStepReply\x12=\n\x05Infer\x12\x1a.splitleak.v1.InferRequest\x1a\x18.splitleak.v1.InferReply\x12@\n\x06\x46inish\x12\x1b.splitleak.v1.FinishRequest\x1a\x19.splitleak.v1.FinishReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csplitleak/v1/splitleak.proto\x12\x0csplitleak.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xf5\x01\n\x0cHelloRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0bnum_classes\x18\x04 \x01(\r\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\x15\n\rconfig_digest\x18\x06 \x01(\t\x12\x11\n\tcut_shape\x18\x07 \x03(\r\x12,\n\x0bresume_from\x18\x08 \x01(\x0b\x32\x17.splitleak.v1.StepPoint\x12\x17\n\x0fsteps_per_epoch\x18\t \x01(\r\x12\x12\n\nfrom_start\x18\n \x01(\x08J\x04\x08\x03\x10\x04R\x07\x63ut_dim\"(\n\tStepPoint\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x0c\n\x04step\x18\x02 \x01(\r\"\x9c\x01\n\nHelloReply\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x65nse\x18\x03 \x01(\t\x12\x1b\n\x13returns_predictions\x18\x04 \x01(\x08\x12\x12\n\nnext_epoch\x18\x05 \x01(\r\x12\x11\n\tnext_step\x18\x06 \x01(\r\x12\x0f\n\x07session\x18\x07 \x01(\t\"z\n\x10TrainStepRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x0c\n\x04step\x18\x03 \x01(\r\x12\x12\n\nsample_ids\x18\x04 \x03(\x03\x12%\n\x07smashed\x18\x05 \x01(\x0b\x32\x14.splitleak.v1.Tensor\"X\n\x0eTrainStepReply\x12&\n\x08\x63ut_grad\x18\x01 \x01(\x0b\x32\x14.splitleak.v1.Tensor\x12\x0c\n\x04loss\x18\x02 \x01(\x02\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"m\n\x0cInferRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x12\n\nsample_ids\x18\x03 \x03(\x03\x12%\n\x07smashed\x18\x04 \x01(\x0b\x32\x14.splitleak.v1.Tensor\"0\n\nInferReply\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x13\n\x0bpredictions\x18\x02 \x03(\r\"\xab\x01\n\rFinishRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rtrain_seconds\x18\x02 \x01(\x01\x12\x14\n\x0ctrain_rounds\x18\x03 \x01(\x04\x12\x15\n\rinfer_seconds\x18\x04 \x01(\x01\x12\x14\n\x0cinfer_rounds\x18\x05 \x01(\x04\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\r\x12\x0f\n\x07\x66\x61ilure\x18\x07 \x01(\t\x12\x0f\n\x07session\x18\x08 \x01(\t\"\xa4\x02\n\x0b\x46inishReply\x12\x15\n\rtest_accuracy\x18\x01 \x01(\x01\x12\x14\n\x0ctest_samples\x18\x02 \x01(\x04\x12\x0f\n\x07\x64\x65\x66\x65nse\x18\x03 \x01(\t\x12\x14\n\x07\x65psilon\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x64\x65lta\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x18\n\x10\x66inal_train_loss\x18\x06 \x01(\x01\x12\x46\n\x0f\x64\x65\x66\x65nse_metrics\x18\x07 \x03(\x0b\x32-.splitleak.v1.FinishReply.DefenseMetricsEntry\x1a\x35\n\x13\x44\x65\x66\x65nseMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\n\n\x08_epsilonB\x08\n\x06_delta2\x97\x02\n\nLabelParty\x12=\n\x05Hello\x12\x1a.splitleak.v1.HelloRequest\x1a\x18.splitleak.v1.HelloReply\x12I\n\tTrainStep\x12\x1e.splitleak.v1.TrainStepRequest\x1a\x1c.splitleak.v1.TrainStepReply\x12=\n\x05Infer\x12\x1a.splitleak.v1.InferRequest\x1a\x18.splitleak.v1.InferReply\x12@\n\x06\x46inish\x12\x1b.splitleak.v1.FinishRequest\x1a\x19.splitleak.v1.FinishReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,23 +36,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSOR']._serialized_start=46
   _globals['_TENSOR']._serialized_end=98
   _globals['_HELLOREQUEST']._serialized_start=101
-  _globals['_HELLOREQUEST']._serialized_end=255
-  _globals['_HELLOREPLY']._serialized_start=258
-  _globals['_HELLOREPLY']._serialized_end=397
-  _globals['_TRAINSTEPREQUEST']._serialized_start=399
-  _globals['_TRAINSTEPREQUEST']._serialized_end=521
-  _globals['_TRAINSTEPREPLY']._serialized_start=523
-  _globals['_TRAINSTEPREPLY']._serialized_end=611
-  _globals['_INFERREQUEST']._serialized_start=613
-  _globals['_INFERREQUEST']._serialized_end=722
-  _globals['_INFERREPLY']._serialized_start=724
-  _globals['_INFERREPLY']._serialized_end=772
-  _globals['_FINISHREQUEST']._serialized_start=775
-  _globals['_FINISHREQUEST']._serialized_end=929
-  _globals['_FINISHREPLY']._serialized_start=932
-  _globals['_FINISHREPLY']._serialized_end=1224
-  _globals['_FINISHREPLY_DEFENSEMETRICSENTRY']._serialized_start=1149
-  _globals['_FINISHREPLY_DEFENSEMETRICSENTRY']._serialized_end=1202
-  _globals['_LABELPARTY']._serialized_start=1227
-  _globals['_LABELPARTY']._serialized_end=1506
+  _globals['_HELLOREQUEST']._serialized_end=346
+  _globals['_STEPPOINT']._serialized_start=348
+  _globals['_STEPPOINT']._serialized_end=388
+  _globals['_HELLOREPLY']._serialized_start=391
+  _globals['_HELLOREPLY']._serialized_end=547
+  _globals['_TRAINSTEPREQUEST']._serialized_start=549
+  _globals['_TRAINSTEPREQUEST']._serialized_end=671
+  _globals['_TRAINSTEPREPLY']._serialized_start=673
+  _globals['_TRAINSTEPREPLY']._serialized_end=761
+  _globals['_INFERREQUEST']._serialized_start=763
+  _globals['_INFERREQUEST']._serialized_end=872
+  _globals['_INFERREPLY']._serialized_start=874
+  _globals['_INFERREPLY']._serialized_end=922
+  _globals['_FINISHREQUEST']._serialized_start=925
+  _globals['_FINISHREQUEST']._serialized_end=1096
+  _globals['_FINISHREPLY']._serialized_start=1099
+  _globals['_FINISHREPLY']._serialized_end=1391
+  _globals['_FINISHREPLY_DEFENSEMETRICSENTRY']._serialized_start=1316
+  _globals['_FINISHREPLY_DEFENSEMETRICSENTRY']._serialized_end=1369
+  _globals['_LABELPARTY']._serialized_start=1394
+  _globals['_LABELPARTY']._serialized_end=1673
 # @@protoc_insertion_point(module_scope)

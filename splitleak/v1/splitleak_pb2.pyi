@@ -17,36 +17,52 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class HelloRequest(_message.Message):
-    __slots__ = ("protocol_version", "run_id", "num_classes", "batch_size", "config_digest", "cut_shape")
+    __slots__ = ("protocol_version", "run_id", "num_classes", "batch_size", "config_digest", "cut_shape", "resume_from", "steps_per_epoch", "from_start")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
     CUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
+    STEPS_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    FROM_START_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     run_id: str
     num_classes: int
     batch_size: int
     config_digest: str
     cut_shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, protocol_version: _Optional[int] = ..., run_id: _Optional[str] = ..., num_classes: _Optional[int] = ..., batch_size: _Optional[int] = ..., config_digest: _Optional[str] = ..., cut_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    resume_from: StepPoint
+    steps_per_epoch: int
+    from_start: bool
+    def __init__(self, protocol_version: _Optional[int] = ..., run_id: _Optional[str] = ..., num_classes: _Optional[int] = ..., batch_size: _Optional[int] = ..., config_digest: _Optional[str] = ..., cut_shape: _Optional[_Iterable[int]] = ..., resume_from: _Optional[_Union[StepPoint, _Mapping]] = ..., steps_per_epoch: _Optional[int] = ..., from_start: _Optional[bool] = ...) -> None: ...
+
+class StepPoint(_message.Message):
+    __slots__ = ("epoch", "step")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    step: int
+    def __init__(self, epoch: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("protocol_version", "run_id", "defense", "returns_predictions", "next_epoch", "next_step")
+    __slots__ = ("protocol_version", "run_id", "defense", "returns_predictions", "next_epoch", "next_step", "session")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     DEFENSE_FIELD_NUMBER: _ClassVar[int]
     RETURNS_PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     NEXT_EPOCH_FIELD_NUMBER: _ClassVar[int]
     NEXT_STEP_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     run_id: str
     defense: str
     returns_predictions: bool
     next_epoch: int
     next_step: int
-    def __init__(self, protocol_version: _Optional[int] = ..., run_id: _Optional[str] = ..., defense: _Optional[str] = ..., returns_predictions: _Optional[bool] = ..., next_epoch: _Optional[int] = ..., next_step: _Optional[int] = ...) -> None: ...
+    session: str
+    def __init__(self, protocol_version: _Optional[int] = ..., run_id: _Optional[str] = ..., defense: _Optional[str] = ..., returns_predictions: _Optional[bool] = ..., next_epoch: _Optional[int] = ..., next_step: _Optional[int] = ..., session: _Optional[str] = ...) -> None: ...
 
 class TrainStepRequest(_message.Message):
     __slots__ = ("run_id", "epoch", "step", "sample_ids", "smashed")
@@ -93,7 +109,7 @@ class InferReply(_message.Message):
     def __init__(self, count: _Optional[int] = ..., predictions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FinishRequest(_message.Message):
-    __slots__ = ("run_id", "train_seconds", "train_rounds", "infer_seconds", "infer_rounds", "epochs", "failure")
+    __slots__ = ("run_id", "train_seconds", "train_rounds", "infer_seconds", "infer_rounds", "epochs", "failure", "session")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_ROUNDS_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +117,7 @@ class FinishRequest(_message.Message):
     INFER_ROUNDS_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     train_seconds: float
     train_rounds: int
@@ -108,7 +125,8 @@ class FinishRequest(_message.Message):
     infer_rounds: int
     epochs: int
     failure: str
-    def __init__(self, run_id: _Optional[str] = ..., train_seconds: _Optional[float] = ..., train_rounds: _Optional[int] = ..., infer_seconds: _Optional[float] = ..., infer_rounds: _Optional[int] = ..., epochs: _Optional[int] = ..., failure: _Optional[str] = ...) -> None: ...
+    session: str
+    def __init__(self, run_id: _Optional[str] = ..., train_seconds: _Optional[float] = ..., train_rounds: _Optional[int] = ..., infer_seconds: _Optional[float] = ..., infer_rounds: _Optional[int] = ..., epochs: _Optional[int] = ..., failure: _Optional[str] = ..., session: _Optional[str] = ...) -> None: ...
 
 class FinishReply(_message.Message):
     __slots__ = ("test_accuracy", "test_samples", "defense", "epsilon", "delta", "final_train_loss", "defense_metrics")

@@ -1,0 +1,135 @@
+"""Crash-safe runs: kill any of the three processes at any point, resume, and get the uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+import torch
+
+from conftest import REPO
+from splitleak.runlog import read_jsonl
+
+pytestmark = pytest.mark.slow
+
+RUN = [
+    "train.epochs=3",
+    "train.batch_size=64",
+    "run.checkpoint_every=10",
+    "model.bottom_hidden=[32]",
+    "model.cut_dim=16",
+    "adversary.capture=false",
+    # DP-SGD: the noise generators and the accountant's steps must survive a crash too.
+    "label_party.defense.name=dp_sgd",
+    "label_party.defense.epsilon=8",
+]
+# When to kill, in the order a run reaches them: the first new record of the attack log that matches.
+POINTS = {
+    "early": lambda r: r["type"] == "round" and r.get("round", 0) >= 3,
+    "epoch end": lambda r: r["type"] == "epoch" and r.get("epoch") == 0,
+    "mid-epoch": lambda r: r["type"] == "round" and r.get("epoch") == 1 and r.get("step", 0) >= 12,
+    "during inference": lambda r: r["type"] == "round" and r.get("phase") == "infer",
+    "just after Finish": lambda r: r["type"] == "finish",
+}
+ROLES = ("label_party", "adversary", "feature_party")
+
+
+def _demo(run_dir, *extra):
+    return [sys.executable, "-m", "splitleak.cli", "demo", "--run-dir", str(run_dir), *RUN, *extra]
+
+
+def _outcome(run_dir):
+    summary = json.loads((run_dir / "summary.json").read_text())
+    bottom = torch.load(run_dir / "feature_party" / "bottom.pt")
+    top = torch.load(run_dir / "label_party" / "top.pt")
+    return summary, bottom, top
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("whole")
+    done = subprocess.run(_demo(run_dir), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _outcome(run_dir)
+
+
+def _without_timings(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def _kill_at(run_dir, role, point, *, resume: bool) -> None:
+    """Starts (or resumes) the demo and SIGKILLs `role` when the attack log gains a record that matches
+    `point`; then everything else, so that nobody cleans up."""
+    log = run_dir / "attack_log.jsonl"
+    seen = sum(1 for _ in read_jsonl(log)) if log.exists() else 0
+    runner = subprocess.Popen(
+        _demo(run_dir, *(["--resume"] if resume else [])),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            assert runner.poll() is None, f"the run ended before {point}"
+            assert time.monotonic() < deadline, f"never reached {point}"
+            records = list(read_jsonl(log)) if log.exists() else []
+            if any(POINTS[point](r) for r in records[seen:]):
+                break
+            time.sleep(0.02)
+        pids = json.loads((run_dir / "processes.json").read_text())
+        os.kill(runner.pid, signal.SIGKILL)
+        for name in (role, *[r for r in ROLES if r != role]):
+            try:
+                os.kill(pids[name], signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it had already exited (after Finish)
+    finally:
+        runner.wait()
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_run_killed_at_every_point_and_resumed_equals_the_uninterrupted_run(tmp_path, uninterrupted, role, figures):
+    """Kills `role` at each point in turn, resuming after each kill: five crashes of one run."""
+    run_dir = tmp_path / "run"
+    start = time.monotonic()
+    for i, point in enumerate(POINTS):
+        _kill_at(run_dir, role, point, resume=i > 0)
+    done = subprocess.run(_demo(run_dir, "--resume"), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary, bottom, top = _outcome(run_dir)
+    whole_summary, whole_bottom, whole_top = uninterrupted
+    for name in whole_bottom:
+        assert torch.equal(bottom[name], whole_bottom[name]), f"bottom {name}"
+    for name in whole_top:
+        assert torch.equal(top[name], whole_top[name]), f"top {name}"
+    assert _without_timings(summary["attacks"]) == _without_timings(whole_summary["attacks"])
+    assert summary["leakage"] == whole_summary["leakage"]
+    assert summary["task"]["test_accuracy"] == whole_summary["task"]["test_accuracy"]
+    # Every round is in the log once; what a crashed run had written and the resumed one wrote again is
+    # marked as the duplicate it is.
+    records = list(read_jsonl(run_dir / "attack_log.jsonl"))
+    assert any(r.get("duplicate") for r in records)
+    rounds = Counter(
+        (r["phase"], r.get("epoch"), r.get("step"), r.get("request_id"))
+        for r in records
+        if r["type"] == "round" and not r.get("duplicate")
+    )
+    assert rounds and max(rounds.values()) == 1
+    assert len(rounds) == whole_summary["adversary"]["rounds_observed"]
+    figures.setdefault("resume", []).append(
+        {
+            "killed": role,
+            "kills": len(POINTS),
+            "points": list(POINTS),
+            "rounds": len(rounds),
+            "duplicates_marked": sum(1 for r in records if r.get("duplicate")),
+            "weights_equal": True,
+            "attack_figures_equal": True,
+            "seconds": round(time.monotonic() - start, 1),
+        }
+    )
