@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/splitleak demo
+	$(BIN)/splitleak demo --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -32,7 +32,7 @@ protos: $(STAMP)
 	$(BIN)/python -m splitleak.protogen
 
 results: $(STAMP)
-	$(BIN)/splitleak results
+	$(BIN)/splitleak results --force
 
 # Runs the crash-safety tests (kills, full disk, fuzzing, Finish) and writes their figures into
 # docs/reliability.md (about 6 minutes on 2 cores).
@@ -41,11 +41,11 @@ reliability: $(STAMP)
 
 # Rewrites docs/benchmarks.md; run it on an otherwise idle machine (about 15 minutes on 2 cores).
 bench: $(STAMP)
-	$(BIN)/splitleak bench transport
-	$(BIN)/splitleak bench transport --config configs/mnist.yaml --section mnist
-	$(BIN)/splitleak bench transport model.cut_dim=8192 --section wide-8192
-	$(BIN)/splitleak demo --config configs/mnist.yaml --run-dir runs/mnist
-	$(BIN)/splitleak bench attacks --run-dir runs/mnist
+	$(BIN)/splitleak bench transport --force
+	$(BIN)/splitleak bench transport --force --config configs/mnist.yaml --section mnist
+	$(BIN)/splitleak bench transport --force model.cut_dim=8192 --section wide-8192
+	$(BIN)/splitleak demo --force --config configs/mnist.yaml --run-dir runs/mnist
+	$(BIN)/splitleak bench attacks runs/mnist
 	$(BIN)/splitleak bench attacks --synthetic 50000,8192,10
 	$(BIN)/splitleak bench attacks --synthetic 1000000,128,10 --channels grad --attacks distance,kmeans_seeded
 

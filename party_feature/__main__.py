@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if report.failure:
         print(f"party_feature: training stopped: {report.failure}", file=sys.stderr)
-    else:
+    elif not args.supervised:
         print(
             f"test accuracy {report.finish.test_accuracy:.4f} on {report.finish.test_samples} samples; "
             f"trained {report.train_rounds} rounds in {report.train_seconds:.1f}s"

@@ -11,9 +11,9 @@ from typing import Iterator
 import grpc
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from splitleak import PROTOCOL_VERSION
+from splitleak import ui
 from splitleak.checkpoint import Checkpoints, is_boundary, keep_for
 from splitleak.codec import tensor_from_proto, tensor_to_proto
 from splitleak.config import config_digest
@@ -248,19 +248,21 @@ class FeatureParty:
             first_epoch, first_step = 0, 0
         report = RunReport(losses=[])
         infer_steps = -(-len(self.split.test_ids) // cfg.train.batch_size)
-        with _progress(cfg.feature_party.progress) as progress:
-            task = progress.add_task("train", total=self.steps_per_epoch * cfg.train.epochs)
-            progress.advance(task, first_epoch * self.steps_per_epoch + first_step)
+        with ui.progress(cfg.feature_party.progress) as progress:
             start = time.perf_counter()
             report.epochs = first_epoch
             try:
                 for epoch in range(first_epoch, cfg.train.epochs):
-                    progress.update(task, description=f"train epoch {epoch}")
+                    # One bar per epoch, counting that epoch's steps.
+                    skipped = first_step if epoch == first_epoch else 0
+                    task = progress.add_task(
+                        f"train epoch {epoch + 1}/{cfg.train.epochs}", total=self.steps_per_epoch, completed=skipped
+                    )
                     losses = self.train_epoch(
                         link,
                         epoch,
-                        on_step=lambda: progress.advance(task),
-                        start_step=first_step if epoch == first_epoch else 0,
+                        on_step=lambda task=task: progress.advance(task),
+                        start_step=skipped,
                     )
                     report.epochs = epoch + 1
                     log.info("epoch %d: mean loss %.4f", epoch, float(np.mean(losses)) if losses else float("nan"))
@@ -301,17 +303,6 @@ def write_side_channel(path: Path, ids: np.ndarray, smashed: torch.Tensor) -> No
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, ids=np.asarray(ids, dtype=np.int64), smashed=smashed.numpy())
     tmp.replace(path)
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=False,
-    )
 
 
 def build_feature_party(config) -> FeatureParty:

@@ -23,13 +23,16 @@ def _override(key: str, value: Any) -> str:
     return f"{key.replace('__', '.')}={json.dumps(value, default=str)}"
 
 
-def run(config: str | Path | dict | RunConfig | None = None, *, transport: str = "inproc", **overrides) -> dict:
+def run(
+    config: str | Path | dict | RunConfig | None = None, *, transport: str = "inproc", force: bool = False, **overrides
+) -> dict:
     """Returns the summary of a run (summary.json's contents) after running it.
 
     config: a YAML path, a dict of sections, a RunConfig, or None for the demo config.
     overrides: config keys as `**{"train.epochs": 2}` or `train__epochs=2`.
     transport: "inproc" (one process, the same numbers for the same seed) or "processes" (three processes
     over gRPC on loopback, as `splitleak demo`).
+    force: replace a run already in run.dir (without it, such a directory is refused).
     """
     from splitleak.runner import run_demo, run_in_process
 
@@ -44,7 +47,9 @@ def run(config: str | Path | dict | RunConfig | None = None, *, transport: str =
         resolved = load_config(config, pairs)
     if transport not in ("inproc", "processes"):
         raise ValueError(f"transport must be 'inproc' or 'processes', got {transport!r}")
-    return run_in_process(resolved) if transport == "inproc" else run_demo(resolved)
+    if transport == "inproc":
+        return run_in_process(resolved, force=force)
+    return run_demo(resolved, force=force)
 
 
 @dataclass
@@ -77,16 +82,13 @@ def load_run(run_dir: str | Path) -> Run:
         raise FileNotFoundError(f"{log} does not exist: is {run_dir} a run directory?")
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    rounds, epochs, attacks = [], [], []
-    for record in read_jsonl(log):
-        kind = record.get("type")
-        if kind not in ("round", "epoch"):
-            continue
-        base = {k: v for k, v in record.items() if k not in ("attacks", "sample_ids")}
-        (rounds if kind == "round" else epochs).append(base)
-        for entry in record.get("attacks", []):
-            row = {"record": kind, "round": record.get("round"), "epoch": record.get("epoch")}
-            row |= {"step": record.get("step"), "phase": record.get("phase")}
-            row |= {k: v for k, v in entry.items() if k not in ("predictions", "recall", "phase")}
-            attacks.append(row)
-    return Run(summary=summary, rounds=_table(rounds), epochs=_table(epochs), attacks=_table(attacks))
+    from splitleak.inspect import attack_rows
+
+    records = list(read_jsonl(log))
+    rounds = [_bare(r) for r in records if r.get("type") == "round"]
+    epochs = [_bare(r) for r in records if r.get("type") == "epoch"]
+    return Run(summary=summary, rounds=_table(rounds), epochs=_table(epochs), attacks=_table(attack_rows(records)))
+
+
+def _bare(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("attacks", "sample_ids")}

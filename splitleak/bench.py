@@ -201,8 +201,11 @@ def _table(rows: list[dict]) -> str:
 
 def _cmd_transport(args) -> int:
     start = time.time()
-    rows = bench_transport(args.config, args.overrides, args.run_root, repeats=args.repeats)
-    cost = cumulative_cost(args.run_root / "proxy-attacks")
+    from splitleak.runlog import claim_run_dir
+
+    claim_run_dir(args.run_dir, force=args.force, what="benchmark")
+    rows = bench_transport(args.config, args.overrides, args.run_dir, repeats=args.repeats)
+    cost = cumulative_cost(args.run_dir / "proxy-attacks")
     command = (
         "splitleak bench transport"
         + (f" --config {args.config}" if args.config else "")
@@ -275,8 +278,7 @@ def _cmd_synthetic(args) -> int:
         f"attacker's fit included): {total['seconds']} s; peak RSS {total['peak_rss_mb']} MB for "
         f"{total['vectors_mb']} MB of vectors. Each reference runs the same computation on the same vectors "
         "(k-means from the same initial centroids); `agreement` is the share of samples both label alike "
-        "(1.0: the same predictions).\n\n"
-        + table
+        "(1.0: the same predictions).\n\n" + table
     )
     print(body)
     if not args.no_doc:
@@ -292,7 +294,7 @@ def _cmd_attacks(args) -> int:
     rows = bench_attacks(args.run_dir, args.repeats)
     body = (
         f"## Attack cost on one epoch\n\n"
-        f"Command: `splitleak bench attacks --run-dir {args.run_dir} --repeats {args.repeats}` "
+        f"Command: `splitleak bench attacks {args.run_dir} --repeats {args.repeats}` "
         f"(machine: {_machine()}); the run dir is a capture from "
         f"`splitleak demo --config configs/mnist.yaml` (last epoch).\n\n" + _table(rows)
     )
@@ -302,23 +304,32 @@ def _cmd_attacks(args) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
+def add_parser(sub, parents=()) -> None:
     bench = sub.add_parser("bench", help="measure throughput and attack cost; records them in docs/benchmarks.md")
     kinds = bench.add_subparsers(dest="kind", required=True)
-    transport = kinds.add_parser("transport", help="training throughput: in-process, gRPC, gRPC via the proxy")
-    transport.add_argument("--config", type=Path)
-    transport.add_argument("--run-root", type=Path, default=Path("runs/bench"))
+    transport = kinds.add_parser(
+        "transport", help="training throughput: in-process, gRPC, gRPC via the proxy", parents=list(parents)
+    )
+    transport.add_argument("--config", type=Path, help="run YAML file (default: configs/demo.yaml)")
+    transport.add_argument("--run-dir", type=Path, default=Path("runs/bench"), help="where the benchmark's runs go")
+    transport.add_argument("--force", action="store_true", help="replace the benchmark runs already in --run-dir")
     transport.add_argument("--section", default="", help="suffix for the doc section (several configs)")
     transport.add_argument("--repeats", type=int, default=3, help="runs of each form; the median is reported")
     transport.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    transport.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    transport.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     transport.set_defaults(func=_cmd_transport)
     attacks = kinds.add_parser(
         "attacks",
         help="time of each epoch-level attack: on a captured epoch, or on synthetic vectors beside references",
+        parents=list(parents),
     )
     attacks.add_argument(
-        "--run-dir", type=Path, default=Path("runs/mnist"), help="a run captured with adversary.capture"
+        "run_dir",
+        type=Path,
+        nargs="?",
+        default=Path("runs/mnist"),
+        metavar="RUN_DIR",
+        help="a run captured with adversary.capture (default: runs/mnist)",
     )
     attacks.add_argument(
         "--repeats", type=int, default=3, help="timings per attack (and reference); the median is kept"
@@ -327,7 +338,7 @@ def add_parser(sub) -> None:
     attacks.add_argument("--channels", default="grad,smashed", help="synthetic: data kinds to make and attack")
     attacks.add_argument("--attacks", help="synthetic: comma-separated attacks (default: every epoch-end attack)")
     attacks.add_argument("--threads", type=int, default=0, help="synthetic: torch CPU threads (default: all cores)")
-    attacks.add_argument("--seed", type=int, default=0)
+    attacks.add_argument("--seed", type=int, default=0, help="synthetic: the vectors' seed")
     attacks.add_argument("--device", default="cpu", help="synthetic: where the attacks run (e.g. cuda:0)")
     attacks.add_argument("--json", action="store_true", help="synthetic: print the rows as a JSON list")
     attacks.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")

@@ -47,6 +47,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
 
+
 _NAME = re.compile(r"^step-(\d{4})-(\d{6})\.pt$")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from splitleak.names import ATTACK_NAMES, BUILTIN_ARCHS, DATASET_NAMES, DEFENSE_NAMES
 
@@ -261,6 +261,13 @@ class AdversarySection(_Section):
     # proxy: its own process the feature party points at; interceptor: inside
     # the feature party's channel; off: no tap (benchmarks).
     mode: Literal["proxy", "interceptor", "off"] = "proxy"
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _off_is_off(cls, value):
+        # YAML 1.1 reads a bare `off` as false: `mode: off` means off.
+        return "off" if value is False else value
+
     host: str = "127.0.0.1"
     port: int = Field(50052, ge=0, le=65535)
     upstream: str = "127.0.0.1:50051"
@@ -331,6 +338,9 @@ def _format_errors(err: ValidationError) -> str:
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
+        value = e.get("input")
+        if isinstance(value, (str, int, float, bool)) and e["type"] not in ("value_error", "missing"):
+            msg += f" (got {value!r})"
         lines.append(f"  {path}: {msg}" if path else f"  {msg}")
     return "invalid config:\n" + "\n".join(lines)
 
@@ -352,7 +362,12 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"invalid override {item!r}: expected key.sub=value")
-        _set_path(tree, key.strip(), yaml.safe_load(raw) if raw else "")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"invalid override {item!r}: the value is not valid YAML ({problem})") from None
+        _set_path(tree, key.strip(), value)
     return tree
 
 

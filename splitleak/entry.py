@@ -13,6 +13,7 @@ from pathlib import Path
 
 from splitleak.config import ConfigError, RunConfig, apply_threads, load_config
 from splitleak.runlog import ensure_run_dir
+from splitleak.ui import setup_logging
 
 __all__ = [
     "announce_ready",
@@ -35,6 +36,11 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
         action="store_true",
         help="continue the run in run.dir from the newest checkpoint every process holds",
     )
+    parser.add_argument(
+        "--supervised",
+        action="store_true",
+        help="started by splitleak demo, which prints the run's summary: print no final line of its own",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     args = parser.parse_args(argv)
     try:
@@ -42,12 +48,7 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
     except ConfigError as err:
         print(f"{prog}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    # force: importing Opacus (through the defense registry) installs a root handler of its own.
-    logging.basicConfig(
-        level=config.run.log_level,
-        format=f"%(asctime)s {prog}[%(process)d] %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    setup_logging(prog, config.run.log_level)
     apply_threads(config)
     try:
         check_device(config, DEVICE_KEYS[prog])

@@ -10,7 +10,60 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["JsonlWriter", "ensure_run_dir", "read_jsonl", "write_json_atomic"]
+__all__ = ["JsonlWriter", "claim_run_dir", "ensure_run_dir", "read_jsonl", "write_json_atomic"]
+
+# Files whose presence says a directory holds a splitleak run (or a sweep of runs).
+RUN_MARKERS = (
+    ".splitleak",
+    "config.yaml",
+    "attack_log.jsonl",
+    "summary.json",
+    "sweep.json",
+    "sweep_plan.json",
+    "processes.json",
+)
+
+
+def claim_run_dir(
+    run_dir: Path, *, force: bool = False, resume: bool = False, flag: str = "--run-dir", what: str = "run"
+) -> Path:
+    """Returns run_dir for a new run (or sweep, benchmark, results: `what`), or for one to resume; raises
+    ConfigError when it cannot be used.
+
+    A directory that already holds a run is refused unless resume (it is continued) or force (everything
+    in it is removed first, so that no file of the old run lies beside the new run's). A directory that is
+    not empty but holds no run is never emptied: it is refused, force or not. The claimed directory is
+    marked (.splitleak) as splitleak's."""
+    import shutil
+
+    from splitleak.config import ConfigError
+
+    run_dir = Path(run_dir)
+    holds_run = run_dir.is_dir() and any((run_dir / marker).exists() for marker in RUN_MARKERS)
+    if resume:
+        if not holds_run:
+            raise ConfigError(f"nothing to resume in {run_dir}: it holds no {what}")
+        return ensure_run_dir(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{flag} {run_dir} is a file, not a directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not holds_run:
+            raise ConfigError(
+                f"{flag} {run_dir} is not empty and holds no splitleak {what}; choose an empty or new directory"
+            )
+        if not force:
+            raise ConfigError(
+                f"{run_dir} already holds a {what}: choose another {flag}, continue it with --resume, "
+                "or replace it with --force"
+            )
+        for entry in run_dir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    ensure_run_dir(run_dir)
+    (run_dir / ".splitleak").write_text(json.dumps({"holds": what}) + "\n")
+    return run_dir
 
 
 def ensure_run_dir(run_dir: Path) -> Path:

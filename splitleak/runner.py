@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import logging
 import shutil
 import signal
@@ -16,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from splitleak.config import ConfigError, RunConfig, apply_threads, dump_config
+from splitleak.config import RunConfig, apply_threads, dump_config
 from splitleak.data import draw_known_samples, load_dataset, split_ids, write_known_samples
-from splitleak.runlog import ensure_run_dir, write_json_atomic
+from splitleak.runlog import claim_run_dir, ensure_run_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,6 @@ def prepare_run_dir(config: RunConfig, *, resume: bool = False) -> RunConfig:
 
     A fresh run starts from an empty checkpoint folder; a resumed one keeps its known samples and checkpoints."""
     run_dir = ensure_run_dir(Path(config.run.dir))
-    if resume and not (run_dir / "config.yaml").exists():
-        raise ConfigError(f"nothing to resume in {run_dir}: it holds no run (no config.yaml)")
     if not resume:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     adv = config.adversary
@@ -124,10 +123,14 @@ def prepare_run_dir(config: RunConfig, *, resume: bool = False) -> RunConfig:
 def _start(
     role: str, module: str, config_path: Path, run_dir: Path, overrides: list[str], *, capture_log: bool
 ) -> _Process:
+    """Starts `python -m module`; its output goes to RUN_DIR/logs/ROLE.log (capture_log) or to this
+    terminal (the feature party's progress and log lines), and its last lines are kept either way."""
     ready = run_dir / "ready" / f"{role}.json"
     ready.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", module, "--config", str(config_path), "--ready-file", str(ready), *overrides]
     log_path = run_dir / "logs" / f"{role}.log" if capture_log else None
+    if log_path is None and sys.stderr.isatty():
+        return _start_on_terminal(role, cmd)
     log_file = None
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +139,49 @@ def _start(
     proc = _Process(role, popen, log_path)
     echo = None if capture_log else sys.stderr
     threading.Thread(target=_tee, args=(proc, popen.stdout, log_file, echo), daemon=True).start()
+    return proc
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def _start_on_terminal(role: str, cmd: list[str]) -> _Process:
+    """Starts the process on a pseudo-terminal of the size of ours and copies what it draws (live progress
+    bars included) to our terminal, keeping its last lines, stripped of terminal codes, for error messages."""
+    import fcntl
+    import os
+    import pty
+    import termios
+
+    master, slave = pty.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, fcntl.ioctl(sys.stderr.fileno(), termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        pass  # the child's console falls back to 80 columns
+    popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    proc = _Process(role, popen, None)
+
+    def copy() -> None:
+        pending = ""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child has exited and the terminal is closed
+                break
+            if not chunk:
+                break
+            try:
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            pending += _ANSI.sub("", chunk.decode(errors="replace")).replace("\r\n", "\n")
+            *lines, pending = pending.split("\n")
+            proc.tail.extend(line.rsplit("\r", 1)[-1] + "\n" for line in lines)
+        os.close(master)
+
+    threading.Thread(target=copy, daemon=True).start()
     return proc
 
 
@@ -282,7 +328,7 @@ def _watch(feature: _Process, servers: list[_Process]) -> None:
         )
 
 
-def run_demo(config: RunConfig, *, resume: bool = False) -> dict:
+def run_demo(config: RunConfig, *, resume: bool = False, force: bool = False) -> dict:
     """Runs the configured run as separate processes on loopback; returns its summary.json contents.
 
     resume: continue the run in run.dir (after any of its processes died) from the newest checkpoint all
@@ -290,11 +336,13 @@ def run_demo(config: RunConfig, *, resume: bool = False) -> dict:
     if config.adversary.mode == "off":
         raise DemoError("the demo needs the adversary: set adversary.mode to proxy or interceptor")
     check_run(config)
+    claim_run_dir(Path(config.run.dir), force=force, resume=resume)
     config = prepare_run_dir(config, resume=resume)
     run_dir = Path(config.run.dir)
     config_path = write_run_config(config)
     (run_dir / "summary.json").unlink(missing_ok=True)
     procs: list[_Process] = []
+    started = time.time()
     try:
         address = start_servers(config, config_path, procs, resume=resume)
         feature = _start(
@@ -302,13 +350,18 @@ def run_demo(config: RunConfig, *, resume: bool = False) -> dict:
             "party_feature",
             config_path,
             run_dir,
-            [*(["--resume"] if resume else []), f"feature_party.label_party_address={address}"],
+            [*(["--resume"] if resume else []), "--supervised", f"feature_party.label_party_address={address}"],
             capture_log=False,
         )
         procs.append(feature)
         pids = {p.role: p.popen.pid for p in procs}
-        (run_dir / "processes.json").write_text(json.dumps(pids, indent=2) + "\n")
-        print("processes: " + ", ".join(f"{role} pid {pid}" for role, pid in pids.items()), flush=True)
+        # Who runs the run, since when: `inspect --follow` tells this run from an earlier one by it.
+        write_json_atomic(
+            run_dir / "processes.json", {"run_id": config.run.id, "started": started, "resumed": resume, "pids": pids}
+        )
+        logging.getLogger("splitleak.demo").info(
+            "processes: %s", ", ".join(f"{role} pid {pid}" for role, pid in pids.items())
+        )
         _watch(feature, procs[:-1])
         wait_servers(procs[:-1], run_dir)
     finally:
@@ -322,7 +375,7 @@ def run_demo(config: RunConfig, *, resume: bool = False) -> dict:
     return summary
 
 
-def run_in_process(config: RunConfig) -> dict:
+def run_in_process(config: RunConfig, *, force: bool = False) -> dict:
     """Runs the configured run in this process (label party, tap and feature party, no sockets); returns its summary."""
     from adversary.tap import SIDE_CHANNEL, build_tap
     from party_feature.link import InProcLink
@@ -332,6 +385,7 @@ def run_in_process(config: RunConfig) -> dict:
 
     apply_threads(config)
     check_run(config)
+    claim_run_dir(Path(config.run.dir), force=force)
     config = prepare_run_dir(config)
     write_run_config(config)
     run_dir = Path(config.run.dir)

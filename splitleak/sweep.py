@@ -6,8 +6,8 @@ statistics per point (mean, standard deviation, 95% interval) and plots.
 
 `--defense NAME --values v1,v2` (or a config's `sweep:` section) is the shorthand for a defense's
 strengths plus a no-defense baseline. Runs go one after another, as `--jobs N` local processes, or as
-tasks on a Ray cluster (`--backend ray`). A sweep re-run with the same --run-dir skips the runs that
-completed.
+tasks on a Ray cluster (`--backend ray`). `--resume` continues a sweep in its --run-dir, skipping the
+runs that completed; `--force` replaces it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 import yaml
 
 from splitleak.config import ConfigError, load_config
-from splitleak.runlog import write_json_atomic
+from splitleak.runlog import claim_run_dir, write_json_atomic
 
-__all__ = ["Point", "STRENGTH_KEY", "add_parser", "grid_points", "plot_sweep", "point_statistics", "run_sweep"]
+__all__ = ["Point", "STRENGTH_KEY", "add_parser", "grid_points", "point_statistics", "run_sweep", "sweep_table"]
 
 # The config key that sets each defense's strength.
 STRENGTH_KEY = {
@@ -64,6 +64,22 @@ class Point:
             short = key.removeprefix("label_party.")
             parts.append(f"{short}-{value}")
         return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "__".join(parts))
+
+    @property
+    def short(self) -> str:
+        """Returns the point as a person names it: "no defense", "marvell scale=0.1", "top_layers=2 momentum=0.9"."""
+        settings = dict(self.settings)
+        defense = settings.pop("label_party.defense.name", None)
+        words = [
+            f"{key.rsplit('.', 1)[-1]}={value:g}" if isinstance(value, float) else f"{key.rsplit('.', 1)[-1]}={value}"
+            for key, value in settings.items()
+            if not (key.startswith("label_party.defense.") and defense == "none")
+        ]
+        if defense is not None:
+            strength = [w for w in words if w.split("=")[0] in ("epsilon", "fraction", "scale")]
+            words = [w for w in words if w not in strength]
+            words.insert(0, "no defense" if defense == "none" else " ".join([defense, *strength]))
+        return " ".join(words) or "base"
 
     def overrides(self) -> list[str]:
         return [f"{key}={json.dumps(value)}" for key, value in self.settings.items()]
@@ -160,6 +176,7 @@ def _row(point: Point, seed: int, run_dir: Path, summary: dict) -> dict:
     task = summary.get("task") or {}
     row = {
         "point": point.label,
+        "name": point.short,
         "settings": dict(point.settings),
         "seed": seed,
         "run_dir": str(run_dir),
@@ -225,6 +242,7 @@ def point_statistics(rows: list[dict]) -> list[dict]:
         out.append(
             {
                 "point": label,
+                "name": runs[0].get("name", label),
                 "settings": runs[0]["settings"],
                 "defense": runs[0]["defense"],
                 "strength": runs[0]["strength"],
@@ -268,8 +286,13 @@ def run_sweep(
     gpus_per_run: float = 0.0,
 ) -> list[dict]:
     """Returns one row per (point, seed) after running the runs not already complete in run_dir, and writes
-    sweep.json ({"runs", "points"}), sweep.csv (one row per run), sweep_epochs.csv and a plot."""
+    sweep.json ({"title", "runs", "points"}), sweep.csv (one row per run), sweep_epochs.csv and report.html."""
     base = load_config(config_path, overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Marks the directory as a sweep's from its first run on (sweep.json comes at the end).
+    write_json_atomic(
+        run_dir / "sweep_plan.json", {"points": [p.settings for p in points], "seeds": seeds, "overrides": overrides}
+    )
     todo: list[tuple[Point, int, Path, dict]] = []
     rows: dict[tuple[str, int], dict] = {}
     for point in points:
@@ -298,11 +321,15 @@ def run_sweep(
             flush=True,
         )
 
-    def finished(point: Point, seed: int, sub: Path, summary: dict, seconds: float) -> None:
+    start = time.time()
+
+    def finished(point: Point, seed: int, sub: Path, summary: dict) -> None:
         write_json_atomic(sub / "sweep_point.json", {"settings": point.settings, "seed": seed})
         rows[(point.label, seed)] = _row(point, seed, sub, summary)
+        elapsed = time.time() - start
         print(
-            f"sweep {len(rows)}/{total}: {point.label} seed {seed} ({seconds:.0f}s): {summary.get('headline', '')}",
+            f"sweep {len(rows)}/{total} [{int(elapsed // 60)}m{int(elapsed % 60):02d}s]: {point.label} seed {seed}: "
+            f"{summary.get('headline', '')}",
             file=sys.stderr,
             flush=True,
         )
@@ -312,7 +339,6 @@ def run_sweep(
             import shutil
 
             shutil.rmtree(sub)  # an interrupted run's files would mix with the new run's
-    start = time.time()
     if backend == "ray":
         _run_on_ray(todo, transport, finished, address=address, cpus=cpus_per_run, gpus=gpus_per_run)
     elif jobs > 1:
@@ -321,14 +347,13 @@ def run_sweep(
 
         # Fresh interpreters (spawn): a forked copy of a process with torch's thread pools can hang.
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(execute_run, tree, transport): (p, s, d, time.time()) for p, s, d, tree in todo}
+            futures = {pool.submit(execute_run, tree, transport): (p, s, d) for p, s, d, tree in todo}
             for future in as_completed(futures):
-                point, seed, sub, began = futures[future]
-                finished(point, seed, sub, future.result(), time.time() - began)
+                point, seed, sub = futures[future]
+                finished(point, seed, sub, future.result())
     else:
         for point, seed, sub, tree in todo:
-            began = time.time()
-            finished(point, seed, sub, execute_run(tree, transport), time.time() - began)
+            finished(point, seed, sub, execute_run(tree, transport))
     ordered = [rows[(p.label, s)] for p in points for s in seeds]
     _write(ordered, run_dir, title=f"{base.data.name}: " + ", ".join(sorted({k for p in points for k in p.settings})))
     if todo:
@@ -358,25 +383,29 @@ def _run_on_ray(todo, transport, finished, *, address, cpus, gpus) -> None:
                 num_cpus=max(1, int(os.cpu_count() or 1)),
             )
     task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_ray_task)
-    pending = {task.remote(tree, transport): (point, seed, sub, time.time()) for point, seed, sub, tree in todo}
+    pending = {task.remote(tree, transport): (point, seed, sub) for point, seed, sub, tree in todo}
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                point, seed, sub, began = pending.pop(ref)
+                point, seed, sub = pending.pop(ref)
                 summary, tarball = ray.get(ref)
                 _unpack(tarball, sub)
                 summary = json.loads((sub / "summary.json").read_text())
-                finished(point, seed, sub, summary, time.time() - began)
+                finished(point, seed, sub, summary)
     finally:
         if started_here:
             ray.shutdown()
 
 
 def _write(rows: list[dict], run_dir: Path, *, title: str) -> None:
+    """Writes sweep.json (every run, statistics per point), sweep.csv (one row per run), sweep_epochs.csv
+    (every attack at every epoch of every run) and the sweep's report."""
+    from splitleak.report import write_sweep_report
+
     run_dir.mkdir(parents=True, exist_ok=True)
     points = point_statistics(rows)
-    write_json_atomic(run_dir / "sweep.json", {"runs": rows, "points": points})
+    write_json_atomic(run_dir / "sweep.json", {"title": title, "runs": rows, "points": points})
     flat = [
         {**{f"setting:{k}": v for k, v in r["settings"].items()}, **{k: v for k, v in r.items() if k != "settings"}}
         for r in rows
@@ -388,120 +417,41 @@ def _write(rows: list[dict], run_dir: Path, *, title: str) -> None:
         writer.writerows(flat)
     with open(run_dir / "sweep_epochs.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["point", "seed", "epoch", "cumulative_accuracy"])
+        writer.writerow(["point", "seed", "epoch", "phase", "attack", "data", "accuracy", "n"])
         for r in rows:
-            for epoch, value in enumerate(r["cumulative.per_epoch"]):
-                writer.writerow([r["point"], r["seed"], epoch, value])
-    plot_points(points, run_dir / "sweep.png", title=title)
+            summary = json.loads((Path(r["run_dir"]) / "summary.json").read_text())
+            for a in summary.get("attacks", []):
+                writer.writerow(
+                    [r["point"], r["seed"], a["epoch"], a["phase"], a["attack"], a["data"], a["accuracy"], a["n"]]
+                )
+    write_sweep_report(run_dir)
 
 
-# -- plots ------------------------------------------------------------------------------------
+def sweep_table(points: list[dict]):
+    """Returns the table printed at the end of a sweep: one row per point, means ± 95% half-widths."""
+    from rich import box
+    from rich.table import Table
 
-# The series a sweep plot shows: the attacks that matter, one style per data kind.
-PLOTTED = (
-    "leakage.train",
-    "distance.grad.train",
-    "kmeans_seeded.grad.train",
-    "norm.grad.train",
-    "direction.grad.train",
-    "distance.smashed.train",
-    "kmeans_seeded.smashed.train",
-    "kmeans_seeded.smashed.infer",
-    "train_knn.smashed.infer",
-)
+    def cell(p, key):
+        s = p["figures"].get(key)
+        if not s:
+            return "–"
+        half = (s["ci95"][1] - s["mean"]) if s.get("ci95") else None
+        return f"{s['mean']:.3f}" + (f" ± {half:.3f}" if half else "")
 
-
-def _style(key: str) -> dict:
-    if key == "leakage.train":
-        return {"linewidth": 3, "color": "black", "linestyle": "-", "label": "cumulative attacker (the leak)"}
-    attack, data, phase = key.split(".")
-    return {
-        "linewidth": 1.5,
-        "linestyle": ":" if phase == "infer" else ("-" if data == "grad" else "--"),
-        "label": f"{attack} / {data} / {phase}",
-    }
-
-
-def plot_points(points: list[dict], path: Path, *, title: str) -> None:
-    """Draws attack accuracy (mean and 95% interval over seeds) and task accuracy at every point of a sweep."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [p["point"] for p in points]
-    xs = list(range(len(points)))
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(points) + 4), 5.5))
-    for key in ("test_accuracy", *PLOTTED):
-        series = [p["figures"].get(key) for p in points]
-        if not any(series):
-            continue
-        style = {"linewidth": 2, "color": "grey", "linestyle": "-.", "label": "task test accuracy"}
-        if key != "test_accuracy":
-            style = _style(key)
-        means = [s["mean"] if s else float("nan") for s in series]
-        errors = [
-            [s["mean"] - s["ci95"][0] if s and s["ci95"] else 0 for s in series],
-            [s["ci95"][1] - s["mean"] if s and s["ci95"] else 0 for s in series],
-        ]
-        ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, **style)
-    ax.set_xticks(xs, labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("accuracy (mean, 95% interval over seeds)")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_sweep(rows: list[dict], path: Path, *, title: str) -> None:
-    """Draws attack accuracy against task accuracy of a defense sweep, one line per attack × data × phase."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def weakest_first(row):
-        if row["strength"] is None:
-            return float("-inf")
-        # A smaller epsilon is a stronger defense; a larger fraction or scale is.
-        return -row["strength"] if STRENGTH_KEY[row["defense"]] == "epsilon" else row["strength"]
-
-    rows = sorted(rows, key=weakest_first)
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for key in PLOTTED:
-        points = [
-            (r["test_accuracy"], r[key]) for r in rows if r.get(key) is not None and r["test_accuracy"] is not None
-        ]
-        if not points:
-            continue
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o", **_style(key))
-    for r in rows:
-        if r["test_accuracy"] is None:
-            continue
-        ax.annotate(
-            "none" if r["strength"] is None else f"{r['strength']:g}",
-            (r["test_accuracy"], 1.02),
-            textcoords="offset points",
-            xytext=(0, 2),
-            ha="center",
-            fontsize=7,
+    table = Table(box=box.SIMPLE_HEAD, title="sweep: mean ± 95% half-width over seeds")
+    for name in ("point", "seeds", "task", "leaked (cumulative)", "leaked (inference)", "diverged"):
+        table.add_column(name, justify="left" if name == "point" else "right", overflow="fold")
+    for p in points:
+        table.add_row(
+            p.get("name", p["point"]),
+            str(len(p["seeds"])),
+            cell(p, "test_accuracy"),
+            cell(p, "leakage.train"),
+            cell(p, "leakage.inference"),
+            str(p.get("failures", 0)),
         )
-    chance = [r.get("random.none.train") for r in rows if r.get("random.none.train") is not None]
-    if chance:
-        ax.axhline(sum(chance) / len(chance), color="grey", linestyle=":", label="random guess")
-    ax.set_xlabel("task test accuracy")
-    ax.set_ylabel("attack accuracy (last epoch; inference pass)")
-    ax.set_ylim(0, 1.1)
-    ax.set_title(f"{title}\n(lines run from no defense to the strongest; numbers on top: strength)")
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return table
 
 
 # -- command line -----------------------------------------------------------------------------
@@ -525,8 +475,14 @@ def _cmd_sweep(args) -> int:
             raise ConfigError(
                 "nothing to sweep: --grid key=v1,v2 (or --defense NAME --values v1,v2, or a sweep: section)"
             )
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [base.run.seed]
-        run_sweep(
+        try:
+            seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [base.run.seed]
+        except ValueError:
+            raise ConfigError(f"--seeds takes comma-separated integers, got {args.seeds!r}") from None
+        for point in points:  # every point's config is valid before the directory is touched
+            load_config(args.config, [*args.overrides, *point.overrides()])
+        claim_run_dir(args.run_dir, force=args.force, resume=args.resume, what="sweep")
+        rows = run_sweep(
             args.config,
             args.overrides,
             points=points,
@@ -542,12 +498,20 @@ def _cmd_sweep(args) -> int:
     except ValueError as err:
         print(f"splitleak sweep: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {args.run_dir}/sweep.json, sweep.csv, sweep_epochs.csv, sweep.png")
+    from splitleak.inspect import wide_console
+
+    if not args.quiet:
+        wide_console().print(sweep_table(point_statistics(rows)))
+    print(f"wrote {args.run_dir}/report.html, sweep.json, sweep.csv, sweep_epochs.csv")
     return 0
 
 
-def add_parser(sub) -> None:
-    sweep = sub.add_parser("sweep", help="one run per grid point and seed; statistics per point, CSV, JSON and a plot")
+def add_parser(sub, parents=()) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="one run per grid point and seed; statistics per point, CSV, JSON and a report",
+        parents=list(parents),
+    )
     sweep.add_argument("--config", type=Path, help="run YAML file (default: configs/demo.yaml)")
     sweep.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="a config key and its values (repeatable)")
     sweep.add_argument("--seeds", help="comma-separated run.seed values (default: the config's)")
@@ -566,5 +530,9 @@ def add_parser(sub) -> None:
     sweep.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each run reserves")
     sweep.add_argument("--gpus-per-run", type=float, default=0.0, help="ray: GPUs each run reserves")
     sweep.add_argument("--run-dir", type=Path, default=Path("runs/sweep"), help="where the runs and tables go")
+    sweep.add_argument(
+        "--resume", action="store_true", help="continue the sweep in --run-dir: run only what has not completed"
+    )
+    sweep.add_argument("--force", action="store_true", help="replace the sweep already in --run-dir")
     sweep.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for every run")
     sweep.set_defaults(func=_cmd_sweep)

@@ -101,5 +101,5 @@ def test_inproc_and_three_processes_give_the_same_numbers(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         sweep = json.loads((tmp_path / transport / "sweep.json").read_text())
         rows[transport] = [{k: v for k, v in r.items() if k != "run_dir"} for r in sweep["runs"]]
-        assert (tmp_path / transport / "sweep.png").stat().st_size > 0
+        assert (tmp_path / transport / "report.html").stat().st_size > 0
     assert rows["inproc"] == rows["processes"]

@@ -1,15 +1,18 @@
 """splitleak inspect: the table a person reads, JSON for machines, and --follow while a run goes on."""
 
+import csv
+import io
 import json
 import subprocess
 import sys
 import threading
 import time
 
+import pytest
 from rich.console import Console
 
 from conftest import REPO, small_config
-from splitleak.inspect import follow_records, print_records
+from splitleak.inspect import follow_records, print_records, print_run
 from splitleak.runlog import JsonlWriter, write_json_atomic
 from splitleak.runner import run_in_process
 
@@ -40,16 +43,85 @@ def test_table_and_json(tmp_path, capsys):
     writer.close()
     write_json_atomic(
         tmp_path / "summary.json",
-        {"task": {"test_accuracy": 0.9}, "time_to_leak": {"threshold": 0.95, "distance/grad/train": None}},
+        {
+            "headline": "labels leaked: something",
+            "defense": {"name": "label_dp", "epsilon": 2.0, "delta": 1e-5},
+            "task": {"test_accuracy": 0.9610027855153204, "test_samples": 359},
+            "time_to_leak": {"threshold": 0.95, "cumulative/both/train": None},
+        },
     )
-    console = Console(width=200, record=True)
-    print_records(tmp_path, as_json=False, console=console)
+    console = Console(width=100, record=True)
+    print_records(tmp_path, console=console, rounds=True)
     text = console.export_text()
-    assert "0.750" in text and "unscored" in text and "lag" in text and "distance/grad/train: never" in text
+    assert "labels leaked: something" in text and "defense label_dp (ε = 2" in text
+    assert "task accuracy 0.961 on 359" in text and "0.9610027855153204" not in text
+    assert "0.750" in text and "fell behind 1 times" in text and "≥ 0.95 never" in text
     capsys.readouterr()
     print_records(tmp_path, as_json=True)
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["type"] for line in lines] == ["round", "epoch", "lag"]
+    print_records(tmp_path, as_csv=True)
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["record"], r["attack"], r["accuracy"]) for r in rows] == [
+        ("round", "distance", "0.75"),
+        ("epoch", "kmeans_seeded", ""),
+    ]
+
+
+def _epoch_record(epoch, *, phase="train", attacks=None):
+    names = attacks or [
+        ("cumulative", "both"),
+        *[(a, d) for a in ("distance", "prototype", "kmeans_seeded", "kmeans_hungarian") for d in ("grad", "smashed")],
+        ("random", "none"),
+    ]
+    return {
+        "type": "epoch",
+        "phase": phase,
+        "epoch": epoch,
+        "attacks": [
+            {"attack": a, "data": d, "phase": phase, "n": 8000, "accuracy": 0.123456789 + (epoch or 0) / 100}
+            for a, d in names
+        ],
+    }
+
+
+@pytest.mark.parametrize("epochs", [5, 30])
+def test_the_terminal_view_fits_100_columns_without_truncating_a_cell(tmp_path, epochs):
+    records = [_epoch_record(e) for e in range(epochs)]
+    records.append(
+        _epoch_record(
+            None, phase="infer", attacks=[("train_knn", "smashed"), ("train_centroids", "smashed"), ("random", "none")]
+        )
+    )
+    console = Console(width=100, record=True)
+    print_run(records, None, console)
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert not any("…" in line for line in lines), "a cell was truncated"
+    assert any("kmeans_hungarian smashed" in line for line in lines)
+    assert any("train_centroids smashed (infer)" in line for line in lines)
+    values = [word for line in lines for word in line.split() if word.startswith("0.")]
+    assert values and all(len(v) == 5 for v in values), "accuracies to 3 places"
+    if epochs == 30:
+        assert any("of 30)" in line for line in lines), "the title says which epochs are shown"
+        assert "e29" in " ".join(lines) and "e0" in " ".join(lines)
+
+
+def test_json_and_csv_are_safe_to_pipe_into_head(tmp_path):
+    writer = JsonlWriter(tmp_path / "attack_log.jsonl")
+    for i in range(20000):
+        writer.write({**ROUND, "round": i + 1})
+    writer.close()
+    for form in ("--json", "--csv"):
+        done = subprocess.run(
+            f"{sys.executable} -m splitleak.cli inspect {tmp_path} {form} | head -2",
+            shell=True,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0 and len(done.stdout.splitlines()) == 2
+        assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
 
 
 def test_follow_yields_records_as_they_are_written_until_finish(tmp_path):

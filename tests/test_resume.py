@@ -81,7 +81,7 @@ def _kill_at(run_dir, role, point, *, resume: bool) -> None:
             if any(POINTS[point](r) for r in records[seen:]):
                 break
             time.sleep(0.02)
-        pids = json.loads((run_dir / "processes.json").read_text())
+        pids = json.loads((run_dir / "processes.json").read_text())["pids"]
         os.kill(runner.pid, signal.SIGKILL)
         for name in (role, *[r for r in ROLES if r != role]):
             try:

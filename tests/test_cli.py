@@ -1,0 +1,142 @@
+"""The command line has no sharp edges: bad input is a clear message and exit 2, flags are documented,
+a run dir is never silently overwritten, an interrupted demo stops every process it started."""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, small_config
+from splitleak.cli import _parse, build_parser
+from splitleak.config import dump_config, load_config
+from splitleak.runner import run_in_process
+
+
+def _splitleak(*args, cwd=REPO, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "splitleak.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_adversary_mode_off_from_yaml_and_from_the_command_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("adversary:\n  mode: off\n")  # YAML 1.1 reads a bare off as false
+    assert load_config(path).adversary.mode == "off"
+    assert load_config(None, ["adversary.mode=off"]).adversary.mode == "off"
+    assert load_config(None, ["adversary.mode=proxy"]).adversary.mode == "proxy"
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["demo", "--run-dir", "{out}", "--epochs", "0"], "train.epochs"),
+        (["demo", "train.epochs=[1", "--run-dir", "{out}"], "train.epochs=[1"),
+        (["sweep", "--defense", "label_dp", "--values", "abc", "--run-dir", "{out}"], "abc"),
+        (["sweep", "--defense", "nope", "--values", "1", "--run-dir", "{out}"], "--defense must be one of"),
+        (["inspect", "does/not/exist"], "does/not/exist"),
+        (["report", "does/not/exist"], "does/not/exist"),
+        (["demo", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, args, says):
+    done = _splitleak(*[a.replace("{out}", str(tmp_path / "out")) for a in args])
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert says in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists(), "nothing is written for a run that was refused"
+
+
+def test_overrides_go_anywhere_on_the_line():
+    parser = build_parser()
+    args = _parse(parser, ["demo", "train.epochs=2", "--run-dir", "x", "data.name=iris", "-q"])
+    assert args.overrides == ["train.epochs=2", "data.name=iris"] and args.quiet and str(args.run_dir) == "x"
+    sweep = _parse(parser, ["sweep", "train.lr=0.1", "--grid", "model.top_layers=1,2", "--seeds", "0,1"])
+    assert sweep.overrides == ["train.lr=0.1"] and sweep.grid == ["model.top_layers=1,2"]
+
+
+def test_version_and_every_flag_has_help():
+    done = _splitleak("--version")
+    assert done.returncode == 0 and done.stdout.startswith("splitleak ")
+
+    def walk(parser: argparse.ArgumentParser, path: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from walk(child, f"{path} {name}")
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                yield path, action
+
+    undocumented = [f"{path}: {a.dest}" for path, a in walk(build_parser(), "splitleak") if not (a.help or "").strip()]
+    assert not undocumented, undocumented
+
+
+def test_a_run_dir_is_never_silently_overwritten(tmp_path):
+    run_dir = tmp_path / "run"
+    config = small_config(tmp_path, adversary={"mode": "proxy"})
+    run_in_process(config)
+    (run_dir / "left-from-the-first-run.txt").write_text("old")
+    path = tmp_path / "run.yaml"
+    path.write_text(dump_config(config))
+
+    refused = _splitleak("demo", "--config", str(path), "train.epochs=2")
+    assert refused.returncode == 2 and "--force" in refused.stderr and "--resume" in refused.stderr, refused.stderr
+    assert (run_dir / "left-from-the-first-run.txt").exists()
+
+    with pytest.raises(Exception, match="--force"):
+        run_in_process(config)
+    run_in_process(config, force=True)
+    assert not (run_dir / "left-from-the-first-run.txt").exists(), "--force starts from an empty run dir"
+
+    other = tmp_path / "not-a-run"
+    other.mkdir()
+    (other / "thesis.tex").write_text("precious")
+    refused = _splitleak("demo", "--config", str(path), "--run-dir", str(other), "--force")
+    assert refused.returncode == 2 and "thesis.tex" in (other / "thesis.tex").name
+    assert (other / "thesis.tex").read_text() == "precious", "--force never empties a directory that holds no run"
+
+
+def _wait_for(predicate, timeout_s: float = 120.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has exited; only its parent has not reaped it yet
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_demo_and_every_process_it_started(tmp_path):
+    run_dir = tmp_path / "run"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "splitleak.cli", "demo", "--run-dir", str(run_dir), "train.epochs=50"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = run_dir / "attack_log.jsonl"
+    _wait_for(lambda: log.exists() and '"type":"round"' in log.read_text())
+    pids = json.loads((run_dir / "processes.json").read_text())["pids"]
+    demo.send_signal(signal.SIGINT)
+    _, stderr = demo.communicate(timeout=120)
+    assert demo.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    _wait_for(lambda: not any(_alive(pid) for pid in pids.values()), timeout_s=30)
