@@ -314,7 +314,7 @@ class LabelParty:
                     "FAILED_PRECONDITION", f"step {key} is ahead of the next expected step {nxt} (or {(nxt[0] + 1, 0)})"
                 )
             self._check_batch(sample_ids, smashed, allowed=self._is_train, split_name="training")
-            result = self._apply(sample_ids, smashed)
+            result = self._apply(sample_ids, smashed, epoch)
             self._steps_applied += 1
             self._last_step = key
             self._recorded[key] = _Recorded(_request_digest(sample_ids, smashed), result)
@@ -332,12 +332,25 @@ class LabelParty:
                     raise ProtocolError("RESOURCE_EXHAUSTED", self.failure) from None
             return result
 
-    def _apply(self, sample_ids: np.ndarray, smashed: torch.Tensor) -> StepResult:
-        labels = self._train_labels[torch.as_tensor(sample_ids)].to(self.device)
+    def _apply(self, sample_ids: np.ndarray, smashed: torch.Tensor, epoch: int) -> StepResult:
+        ids = torch.as_tensor(sample_ids)
+        labels, active = self.defense.targets(self._train_labels, ids, epoch)
+        labels = labels.to(self.device)
         smashed = smashed.to(self.device).requires_grad_(True)
+        wanted = self.defense.wants_prior(ids, epoch)
+        if wanted is not None:
+            # Label DP's learnt prior: the current top model's prediction for samples not yet trained on.
+            self.top.eval()
+            with torch.no_grad():
+                probabilities = F.softmax(self.top(smashed[wanted.to(self.device)]), dim=1)
+            self.defense.record_prior(ids[wanted], probabilities.cpu())
         self.top.train()
         self.optimizer.zero_grad()
-        loss = F.cross_entropy(self.top(smashed), labels)
+        if active is not None and not bool(active.any()):
+            # No sample of this batch trains yet (label DP's later stages): nothing to learn, nothing back.
+            self._last_loss = 0.0
+            return StepResult(torch.zeros_like(smashed, device="cpu"), 0.0)
+        loss = self._loss(smashed, labels, active)
         if not torch.isfinite(loss):
             self.optimizer.zero_grad()
             raise ProtocolError("INVALID_ARGUMENT", "the step's loss is not finite; the step was refused")
@@ -353,6 +366,24 @@ class LabelParty:
         self.optimizer.step()
         self._last_loss = float(loss.detach())
         return StepResult(cut_grad, self._last_loss)
+
+    def _loss(self, smashed: torch.Tensor, labels: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
+        """Returns the step's loss: cross-entropy over the rows that train, on mixed rows under mixup.
+
+        Under mixup, row i is mixed with row j = pairing[i]: lambda * h_i + (1 - lambda) * h_j against
+        lambda * onehot(y_i) + (1 - lambda) * onehot(y_j). The gradient that goes back for sample i then
+        sums what it contributed to both mixed rows it is part of."""
+        if active is not None:
+            rows = active.to(self.device)
+            smashed, labels = smashed[rows], labels[rows]
+        mix = self.defense.mixup(len(labels))
+        if mix is None:
+            return F.cross_entropy(self.top(smashed), labels)
+        lam, pairing = mix
+        pairing = torch.as_tensor(pairing, device=self.device)
+        targets = F.one_hot(labels, self.num_classes).to(smashed.dtype)
+        mixed = lam * smashed + (1 - lam) * smashed[pairing]
+        return F.cross_entropy(self.top(mixed), lam * targets + (1 - lam) * targets[pairing])
 
     # -- inference -----------------------------------------------------------------
 

@@ -161,6 +161,14 @@ class DefenseSection(_Section):
     # dp_sgd: also noise the returned cut-layer gradients (false: Opacus on the
     # top model only, the paper's setting, whose epsilon then covers the top model only).
     cut_grad_noise: bool = True
+    # label_dp: the prior RRWithPrior randomises within. uniform: K-ary randomized response; learned:
+    # the training set in `stages` parts, each stage's prior from the top model trained on the earlier
+    # stages' randomised labels (Ghazi et al. 2021).
+    prior: Literal["uniform", "learned"] = "uniform"
+    stages: int = Field(2, ge=1, le=16)
+    # Mixup within each batch on the label party's side (smashed data and label distributions), with
+    # lambda ~ Beta(alpha, alpha); 0 is off. With label_dp (the authors ran it with alpha 0.2) or none.
+    mixup_alpha: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _strength_given(self) -> "DefenseSection":
@@ -168,6 +176,14 @@ class DefenseSection(_Section):
         key = needs.get(self.name)
         if key and getattr(self, key) is None:
             raise ValueError(f"defense {self.name} needs {key}")
+        # A sweep's no-defense baseline keeps the label_dp keys of its config: they are ignored there.
+        if self.prior == "learned" and self.name not in ("label_dp", "none"):
+            raise ValueError(f"prior: learned is a label_dp setting, not one of {self.name}")
+        if self.mixup_alpha > 0 and self.name not in ("label_dp", "none"):
+            raise ValueError(
+                f"mixup_alpha applies with label_dp or none; {self.name} works on each sample's own gradient "
+                "or label, which mixup blends with another sample's"
+            )
         return self
 
 
@@ -318,6 +334,16 @@ class RunConfig(_Section):
     adversary: AdversarySection = AdversarySection()
     transport: TransportSection = TransportSection()
     sweep: SweepSection = SweepSection()
+
+    @model_validator(mode="after")
+    def _a_stage_per_epoch(self) -> "RunConfig":
+        defense = self.label_party.defense
+        if defense.name == "label_dp" and defense.prior == "learned" and defense.stages > self.train.epochs:
+            raise ValueError(
+                f"label_party.defense.stages: {defense.stages} stages need at least as many epochs "
+                f"(train.epochs is {self.train.epochs}); each stage starts at an epoch"
+            )
+        return self
 
     @model_validator(mode="after")
     def _marvell_is_binary(self) -> "RunConfig":

@@ -34,7 +34,7 @@ ATTACK_COLUMNS = (
     "kmeans_hungarian.smashed",
 )
 INFER_COLUMNS = ("distance", "kmeans_seeded", "train_centroids", "train_knn")
-SWEEPS = ("dp_sgd", "dp_sgd_top_only", "label_dp", "grad_compression", "marvell")
+SWEEPS = ("dp_sgd", "dp_sgd_top_only", "dp_sgd_authors", "label_dp", "label_dp_learned", "grad_compression", "marvell")
 LEAK_THRESHOLD = 0.99
 # How far the cumulative attacker may sit below the best single snapshot (issue 7's bar).
 SNAPSHOT_TOLERANCE = 0.005

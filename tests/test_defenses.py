@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from conftest import small_config
 from party_label.defenses import DefenseContext, build_defense
+from party_label.defenses.label_dp import _chosen_k
 from party_label.defenses.mechanisms import (
     clip_and_noise,
     epsilon_spent,
@@ -44,6 +45,87 @@ def test_rr_with_prior_restricts_to_the_top_classes():
     assert set(out.tolist()) == {0, 1}
 
 
+def _brute_force_k(prior: list[float], epsilon: float) -> tuple[int, float]:
+    """The k (and its objective) that maximises keep(eps, k) * the prior mass of the top k, by trying all."""
+    ranked = sorted(prior, reverse=True)
+    best = max(range(1, len(prior) + 1), key=lambda k: (rr_keep_probability(epsilon, k) * sum(ranked[:k]), -k))
+    return best, rr_keep_probability(epsilon, best) * sum(ranked[:best])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    weights=st.lists(st.floats(0.001, 1.0), min_size=2, max_size=12),
+    epsilon=st.floats(0.05, 8.0),
+)
+def test_rr_with_prior_chooses_the_k_that_maximises_the_chance_of_the_true_label(weights, epsilon):
+    prior = torch.tensor(weights, dtype=torch.float64)
+    prior = prior / prior.sum()
+    k = int(_chosen_k(prior[None], epsilon)[0])
+    best_k, best = _brute_force_k(prior.tolist(), epsilon)
+    ranked = sorted(prior.tolist(), reverse=True)
+    # Ties aside (equal objectives), the same k; the objective is the maximum either way.
+    assert rr_keep_probability(epsilon, k) * sum(ranked[:k]) == pytest.approx(best, rel=1e-9)
+
+
+@pytest.mark.parametrize("epsilon", [0.5, 2.0])
+def test_rr_with_prior_keeps_with_the_stated_probability_inside_the_top_k(epsilon):
+    k_classes, n = 6, 60_000
+    prior = torch.tensor([0.35, 0.3, 0.2, 0.1, 0.04, 0.01])
+    k, _ = _brute_force_k(prior.tolist(), epsilon)
+    assert 1 < k < k_classes, "a prior whose best set is neither one class nor all of them"
+    labels = torch.randint(k_classes, (n,), generator=torch.Generator().manual_seed(3))
+    out = rr_with_prior(labels, prior, epsilon=epsilon, generator=torch.Generator().manual_seed(4))
+    top = set(range(k))  # the prior is sorted: its top k are classes 0..k-1
+    assert set(out.tolist()) <= top, "the output never leaves the top-k support"
+    inside = torch.tensor([int(y) in top for y in labels])
+    keep = rr_keep_probability(epsilon, k)
+    kept = float((out[inside] == labels[inside]).double().mean())
+    assert abs(kept - keep) < 4 * math.sqrt(keep * (1 - keep) / int(inside.sum()))
+    # Inside: a moved label goes to each other candidate equally often; outside: uniform over the top k.
+    outside = torch.bincount(out[~inside], minlength=k)[:k].double()
+    assert outside.std() / outside.mean() < 0.1
+    expected = int((~inside).sum()) / k
+    assert all(abs(c - expected) < 5 * math.sqrt(expected) for c in outside.tolist())
+
+
+def test_a_uniform_prior_is_k_ary_randomized_response():
+    for epsilon in (0.1, 1.0, 10.0):
+        assert int(_chosen_k(torch.full((1, 10), 0.1), epsilon)[0]) == 10
+
+
+def test_a_learnt_prior_randomises_each_stage_once_from_the_model_trained_before_it(tmp_path):
+    section = {"name": "label_dp", "epsilon": 1.0, "prior": "learned", "stages": 2}
+    cfg = small_config(tmp_path, label_party={"defense": section}, train={"epochs": 4}).label_party.defense
+    ctx = DefenseContext(num_classes=10, train_size=1000, batch_size=50, epochs=4, seed=0)
+    defense = build_defense(cfg, ctx)
+    labels = torch.randint(10, (1200,), generator=torch.Generator().manual_seed(0))
+    train = torch.arange(1000)
+    table = defense.train_labels(labels, train).clone()
+    first = table >= 0
+    assert int(first.sum()) == 500 and not first[1000:].any(), "stage 0: half the training set, at the start"
+    _, active = defense.targets(None, train[:100], epoch=0)
+    assert torch.equal(active, first[:100]), "a sample trains only once its label is randomised"
+    assert defense.wants_prior(train, epoch=0) is None and defense.stage_start(1) == 2
+    wanted = defense.wants_prior(train, epoch=1)
+    assert torch.equal(wanted, ~first[:1000]), "the next stage's samples, in the epoch before it"
+    # A model that learnt something: 0.6 on the true class, the rest spread.
+    ids = train[wanted]
+    prior = torch.full((len(ids), 10), 0.4 / 9)
+    prior[torch.arange(len(ids)), labels[ids]] = 0.6
+    defense.record_prior(ids, prior)
+    out, active = defense.targets(None, train, epoch=2)
+    assert active is None, "every training sample trains from stage 1 on"
+    assert torch.equal(defense.table[first], table[first]), "stage 0's labels are not randomised again"
+    figures = defense.metrics(steps=1)
+    keep_uniform = rr_keep_probability(1.0, 10)
+    k, _ = _brute_force_k(prior[0].tolist(), 1.0)
+    assert figures["stage1_mean_k"] == k and figures["stage0_mean_k"] == 10
+    assert figures["stage1_kept_fraction"] == pytest.approx(rr_keep_probability(1.0, k), abs=0.06)
+    assert figures["stage1_kept_fraction"] > keep_uniform + 0.2, "a good prior keeps more labels at the same epsilon"
+    assert abs(figures["stage0_kept_fraction"] - keep_uniform) < 0.06
+    assert defense.privacy_spent(steps=10) == (1.0, 0.0)
+
+
 def test_label_dp_randomises_training_labels_once(tmp_path):
     cfg = small_config(tmp_path, label_party={"defense": {"name": "label_dp", "epsilon": 1.0}}).label_party.defense
     defense = build_defense(cfg, CTX)
@@ -51,8 +133,9 @@ def test_label_dp_randomises_training_labels_once(tmp_path):
     train = torch.arange(1000)
     first, again = defense.train_labels(labels, train), build_defense(cfg, CTX).train_labels(labels, train)
     assert torch.equal(first, again), "randomised once per run, by seed"
-    assert torch.equal(first[1000:], labels[1000:]), "test labels stay true"
-    assert abs(defense.flipped_fraction - (1 - rr_keep_probability(1.0, 10))) < 0.05
+    assert (first[1000:] == -1).all(), "only training labels are randomised (and trained on)"
+    flipped = defense.metrics(steps=10)["flipped_fraction"]
+    assert abs(flipped - (1 - rr_keep_probability(1.0, 10))) < 0.05
     assert defense.privacy_spent(steps=10) == (1.0, 0.0)
 
 
@@ -165,3 +248,49 @@ def test_defense_config_errors_name_the_missing_strength(tmp_path):
         small_config(tmp_path, label_party={"defense": {"name": "dp_sgd"}})
     with pytest.raises(ConfigError, match="marvell protects binary tasks only"):
         small_config(tmp_path, label_party={"defense": {"name": "marvell", "scale": 1}})
+
+
+def test_mixup_returns_each_sample_its_share_of_both_mixed_rows(tmp_path):
+    """The gradient that goes back for sample i under mixup, against the chain rule written out by hand:
+    lambda * g(mixed row i) + (1 - lambda) * g(the mixed row that took i as its partner)."""
+    import torch.nn.functional as F
+
+    from party_label.server import build_label_party
+
+    config = small_config(tmp_path, label_party={"defense": {"name": "label_dp", "epsilon": 2.0, "mixup_alpha": 0.2}})
+    party = build_label_party(config)
+    smashed = torch.randn(16, config.model.cut_dim, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    labels = torch.randint(10, (16,), generator=torch.Generator().manual_seed(1))
+    state = party.defense.state_dict()["mixup"]
+    party._loss(smashed, labels, None).backward()
+
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    lam, pairing = rng.beta(0.2, 0.2), torch.as_tensor(rng.permutation(16))
+    mixed = (lam * smashed + (1 - lam) * smashed[pairing]).detach().requires_grad_(True)
+    onehot = torch.eye(10)[labels]
+    targets = lam * onehot + (1 - lam) * onehot[pairing]
+    loss = -(targets * F.log_softmax(party.top(mixed), dim=1)).sum(dim=1).mean()
+    loss.backward()
+    expected = lam * mixed.grad
+    expected.index_add_(0, pairing, (1 - lam) * mixed.grad)
+    assert 0 < lam < 1
+    torch.testing.assert_close(smashed.grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_run_with_a_learnt_prior_and_mixup_trains_and_reports_each_stage(tmp_path):
+    from splitleak.runner import run_in_process
+
+    defense = {"name": "label_dp", "epsilon": 2.0, "prior": "learned", "stages": 2, "mixup_alpha": 0.2}
+    config = small_config(
+        tmp_path,
+        label_party={"defense": defense},
+        train={"epochs": 4},
+        adversary={"mode": "proxy", "ground_truth": "dataset"},
+    )
+    summary = run_in_process(config)
+    metrics = summary["defense"]
+    assert metrics["stages_randomised"] == 2 and metrics["stage1_prior_recorded_fraction"] == 1.0
+    assert metrics["stage1_mean_k"] < metrics["stage0_mean_k"] == 10, "the learnt prior narrows the candidates"
+    assert metrics["stage1_kept_fraction"] > metrics["stage0_kept_fraction"]
+    assert summary["task"]["test_accuracy"] > 0.3 and metrics["epsilon"] == 2.0  # chance: 0.1

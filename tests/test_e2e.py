@@ -39,7 +39,7 @@ def test_demo_digits_three_processes(tmp_path):
     run_dir = tmp_path / "digits"
     done = _splitleak("demo", "--dataset", "digits", "--epochs", "5", "--run-dir", str(run_dir))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "test accuracy" in done.stdout
+    assert "task accuracy" in done.stdout and "report.html" in done.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["task"]["test_accuracy"] >= 0.93
     pids = summary["processes"]

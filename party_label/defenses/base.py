@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,10 +39,36 @@ class Defense:
     def __init__(self, cfg, ctx: DefenseContext) -> None:
         self.cfg = cfg
         self.ctx = ctx
+        # Mixup's draws (lambda and the pairing of each batch); numpy's generator, whose state a
+        # checkpoint keeps.
+        self._mixup_rng = np.random.default_rng([ctx.seed, 7919])
 
     def train_labels(self, labels: torch.Tensor, train_ids: torch.Tensor) -> torch.Tensor:
         """Returns the labels the top model trains on (label DP randomises them once per run)."""
         return labels
+
+    def targets(
+        self, train_labels: torch.Tensor, sample_ids: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns (the labels one training step trains on, which of its rows train: None for all).
+        Label DP with a learnt prior trains only on the samples whose labels it has randomised so far."""
+        return train_labels[sample_ids], None
+
+    def wants_prior(self, sample_ids: torch.Tensor, epoch: int) -> torch.Tensor | None:
+        """Returns which rows of a training step need the top model's prediction recorded (see
+        record_prior), or None for none."""
+        return None
+
+    def record_prior(self, sample_ids: torch.Tensor, probabilities: torch.Tensor) -> None:
+        """Records the top model's class probabilities for samples whose labels are not yet randomised."""
+
+    def mixup(self, n: int) -> tuple[float, np.ndarray] | None:
+        """Returns (lambda, pairing) to mix a batch of n rows with (row i with row pairing[i]), or None
+        when mixup is off."""
+        alpha = getattr(self.cfg, "mixup_alpha", 0.0)
+        if alpha <= 0:
+            return None
+        return float(self._mixup_rng.beta(alpha, alpha)), self._mixup_rng.permutation(n)
 
     def wrap_training(self, top: nn.Module, optimizer: torch.optim.Optimizer):
         """Returns (top, optimizer) to train with (DP-SGD makes them private)."""
@@ -62,10 +89,12 @@ class Defense:
     def state_dict(self) -> dict:
         """Returns what a checkpoint must keep for the defense to continue as if never stopped (random
         generators, running statistics)."""
-        return {}
+        return {"mixup": self._mixup_rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         """Restores what state_dict returned."""
+        if "mixup" in state:
+            self._mixup_rng.bit_generator.state = state["mixup"]
 
 
 def build_defense(cfg, ctx: DefenseContext) -> Defense:

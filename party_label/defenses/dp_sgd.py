@@ -99,7 +99,10 @@ class DpSgd(Defense):
         return {"noise_multiplier": self.noise_multiplier, "top_model_epsilon": self._top_epsilon(steps)}
 
     def state_dict(self) -> dict:
-        return {"cut_grad_noise": self._generator.get_state(), "top_noise": self._optimizer.generator.get_state()}
+        return super().state_dict() | {
+            "cut_grad_noise": self._generator.get_state(),
+            "top_noise": self._optimizer.generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self._generator.set_state(state["cut_grad_noise"])

@@ -59,7 +59,11 @@ class Marvell(Defense):
         return ((grads + noise) / batch).to(cut_grad.dtype)
 
     def state_dict(self) -> dict:
-        return {"noise": self._generator.get_state(), "stats": dict(self._stats), "last_solution": self.last_solution}
+        return super().state_dict() | {
+            "noise": self._generator.get_state(),
+            "stats": dict(self._stats),
+            "last_solution": self.last_solution,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self._generator.set_state(state["noise"])
