@@ -61,13 +61,13 @@ def _without_timings(rows):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
-def _kill_at(run_dir, role, point, *, resume: bool) -> None:
+def _kill_at(run_dir, role, point, *, resume: bool, extra: tuple[str, ...] = ()) -> None:
     """Starts (or resumes) the demo and SIGKILLs `role` when the attack log gains a record that matches
     `point`; then everything else, so that nobody cleans up."""
     log = run_dir / "attack_log.jsonl"
     seen = sum(1 for _ in read_jsonl(log)) if log.exists() else 0
     runner = subprocess.Popen(
-        _demo(run_dir, *(["--resume"] if resume else [])),
+        _demo(run_dir, *extra, *(["--resume"] if resume else [])),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -133,3 +133,32 @@ def test_a_run_killed_at_every_point_and_resumed_equals_the_uninterrupted_run(tm
             "seconds": round(time.monotonic() - start, 1),
         }
     )
+
+
+def test_label_dp_with_a_learnt_prior_and_mixup_survives_a_crash_of_the_label_party(tmp_path):
+    """The stages already randomised, the recorded priors and mixup's generator are in the checkpoints:
+    killed mid-epoch after its second stage started, the resumed run equals the uninterrupted one."""
+    learnt = (
+        "label_party.defense.name=label_dp",
+        "label_party.defense.epsilon=2",
+        "label_party.defense.prior=learned",
+        "label_party.defense.stages=2",
+        "label_party.defense.mixup_alpha=0.2",
+    )
+    whole = tmp_path / "whole"
+    done = subprocess.run(_demo(whole, *learnt), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected_summary, expected_bottom, expected_top = _outcome(whole)
+    assert expected_summary["defense"]["stages_randomised"] == 2
+
+    run_dir = tmp_path / "killed"
+    _kill_at(run_dir, "label_party", "mid-epoch", resume=False, extra=learnt)
+    done = subprocess.run(_demo(run_dir, *learnt, "--resume"), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary, bottom, top = _outcome(run_dir)
+    assert summary["defense"] == expected_summary["defense"]
+    assert summary["task"]["test_accuracy"] == expected_summary["task"]["test_accuracy"]
+    for name in expected_top:
+        assert torch.equal(top[name], expected_top[name]), name
+    for name in expected_bottom:
+        assert torch.equal(bottom[name], expected_bottom[name]), name
