@@ -79,28 +79,27 @@ def attack_rows(records) -> list[dict]:
 
 
 def overview(summary: dict | None, records: list[dict]) -> list[str]:
-    """Returns the lines above the table: the verdict, then defense, task and how soon the labels leaked."""
+    """Returns the lines above the table: the verdict, then what it leaves out (epsilon and delta, the
+    test set size, the threshold)."""
     if not summary:
         hello = next((r for r in records if r.get("type") == "hello"), {})
         rounds = sum(1 for r in records if r.get("type") == "round" and not r.get("duplicate"))
         return [f"run {hello.get('run_id', '?')}: no summary yet ({rounds} rounds logged; the run has not finished)"]
     lines = [summary["headline"]] if summary.get("headline") else []
+    # The headline says the leakage, how soon, the task accuracy and the defense; this line what it
+    # leaves out (so that nothing is printed twice in two formats).
     defense = summary.get("defense") or {}
     task = summary.get("task") or {}
-    parts = [f"defense {defense.get('name', 'none')}"]
+    parts = []
     if defense.get("epsilon") is not None:
-        parts[-1] += f" (ε = {defense['epsilon']:.3g}, δ = {defense.get('delta', 0):.0e})"
-    if task.get("test_accuracy") is not None:
-        parts.append(f"task accuracy {task['test_accuracy']:.3f} on {task.get('test_samples')} test samples")
-    if task.get("failure"):
-        parts.append(f"training stopped: {task['failure']}")
-    leak = (summary.get("time_to_leak") or {}).get("cumulative/both/train")
+        parts.append(f"ε = {defense['epsilon']:.3g}, δ = {defense.get('delta', 0):.0e}")
+    if task.get("test_samples"):
+        parts.append(f"task measured on {task['test_samples']:,} test samples")
     threshold = (summary.get("time_to_leak") or {}).get("threshold")
     if threshold is not None:
-        parts.append(
-            f"cumulative attacker ≥ {threshold:g} "
-            + (f"at round {leak['round']} (epoch {leak['epoch']})" if leak else "never")
-        )
+        parts.append(f"leaked = the cumulative attacker's accuracy; threshold {threshold:g}")
+    if not parts:
+        return lines
     lines.append(" · ".join(parts))
     return lines
 

@@ -140,3 +140,45 @@ def test_ctrl_c_stops_the_demo_and_every_process_it_started(tmp_path):
     assert demo.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr and "Traceback" not in stderr, stderr[-2000:]
     _wait_for(lambda: not any(_alive(pid) for pid in pids.values()), timeout_s=30)
+
+
+@pytest.mark.slow
+def test_on_a_terminal_log_lines_stay_off_the_progress_bars_and_the_summary_is_printed_once(tmp_path):
+    """The demo on a real terminal (a pty of 100 columns): one bar per epoch counting that epoch's steps,
+    log lines never on a bar's line, and one final summary."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the demo, on the terminal
+        os.chdir(REPO)
+        argv = ["demo", "--run-dir", str(tmp_path / "run"), "train.epochs=3", "run.log_level=INFO"]
+        os.execv(sys.executable, [sys.executable, "-m", "splitleak.cli", *argv])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 100, 0, 0))
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the terminal closed: the demo ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-3000:]
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-B]", "", text)
+    lines = [line for chunk in plain.split("\n") for line in chunk.split("\r") if line.strip()]
+    bars = [line for line in lines if "━" in line]
+    assert bars, "progress bars were drawn on the terminal"
+    logs = [line for line in lines if re.search(r"\b(INFO|WARNING)\b", line)]
+    assert logs, "log lines were printed on the terminal"
+    glued = [line for line in bars if re.search(r"\b(INFO|WARNING)\b|party_feature\[", line)]
+    assert not glued, glued[:3]
+    steps = -(-1438 // 64)  # digits: 1,438 training samples in batches of 64
+    for epoch in (1, 2, 3):
+        assert any(f"train epoch {epoch}/3" in line and f"{steps}/{steps}" in line for line in bars), epoch
+    assert sum("task accuracy" in line for line in lines) == 1, "one final summary, one accuracy"

@@ -53,9 +53,9 @@ def test_table_and_json(tmp_path, capsys):
     console = Console(width=100, record=True)
     print_records(tmp_path, console=console, rounds=True)
     text = console.export_text()
-    assert "labels leaked: something" in text and "defense label_dp (ε = 2" in text
-    assert "task accuracy 0.961 on 359" in text and "0.9610027855153204" not in text
-    assert "0.750" in text and "fell behind 1 times" in text and "≥ 0.95 never" in text
+    assert "labels leaked: something" in text and "ε = 2, δ = 1e-05" in text
+    assert "on 359 test samples" in text and "0.9610027855153204" not in text
+    assert "0.750" in text and "fell behind 1 times" in text and "threshold 0.95" in text
     capsys.readouterr()
     print_records(tmp_path, as_json=True)
     lines = capsys.readouterr().out.splitlines()
