@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import collections
 import json
-import re
 import logging
+import re
 import shutil
 import signal
 import subprocess

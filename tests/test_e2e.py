@@ -55,7 +55,7 @@ def test_demo_digits_three_processes(tmp_path):
     assert all(row["matches_live"] for row in json.loads(replay.stdout))
 
     table = _splitleak("inspect", str(run_dir))
-    assert table.returncode == 0 and "distance" in table.stdout and "epoch ends" in table.stdout
+    assert table.returncode == 0 and "distance" in table.stdout and "at each epoch end" in table.stdout
     lines = _splitleak("inspect", str(run_dir), "--json").stdout.splitlines()
     assert json.loads(lines[0])["type"] == "hello" and json.loads(lines[-1])["type"] == "finish"
 

@@ -118,7 +118,9 @@ def test_an_interrupted_sweep_completes_without_repeating_finished_runs(tmp_path
         for p in (tmp_path / "sweep").glob("*/seed-*/sweep_point.json")
     }
     assert 1 <= len(finished) < 4
-    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "--resume" in refused.stderr, "a run dir holding a sweep is not reused silently"
+    again = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{len(finished)} of 4 runs already complete" in again.stderr
     for run_dir, mtime in finished.items():
