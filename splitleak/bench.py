@@ -99,7 +99,8 @@ def bench_transport(config_path: Path | None, overrides: list[str], run_root: Pa
             print(f"bench transport: {label} ({turn + 1}/{repeats}) ...", file=sys.stderr, flush=True)
             if grpc_args is None:
                 off = config.model_copy(update={"adversary": config.adversary.model_copy(update={"mode": "off"})})
-                seconds = run_in_process(off)["timing"]["train_seconds"]
+                # The bench claimed run_root; each turn replaces the form's run of the turn before.
+                seconds = run_in_process(off, force=True)["timing"]["train_seconds"]
             else:
                 seconds = _grpc_form(config, **grpc_args)
             timings.setdefault(label, []).append(seconds)
