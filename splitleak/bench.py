@@ -168,7 +168,7 @@ def bench_attacks(run_dir: Path, repeats: int) -> list[dict]:
     rows = []
     for name in config.adversary.attacks.per_epoch:
         cfg = config.adversary.attacks.model_copy(update={"per_epoch": [name]})
-        times: dict[str, list[float]] = {}
+        times: dict[tuple[str, str], list[float]] = {}
         for _ in range(repeats):
             engine = AttackEngine(
                 cfg,
@@ -179,11 +179,13 @@ def bench_attacks(run_dir: Path, repeats: int) -> list[dict]:
                 seed=config.run.seed,
             )
             for result in engine.train_epoch(0, ids, smashed, grad):
-                times.setdefault(result.data, []).append(result.seconds)
-        for data, values in times.items():
+                times.setdefault((result.attack, result.data), []).append(result.seconds)
+        for (attack, data), values in times.items():
             rows.append(
                 {
-                    "attack": name,
+                    # The engine runs the cumulative attacker's epoch-end fit beside every single attack (with
+                    # that attack's labelling among its candidates): its own row, named as such.
+                    "attack": attack if attack == name else f"{attack} (beside {name})",
                     "data": data,
                     "samples": len(ids),
                     "dim": grad.shape[1],
