@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splitleak.config import load_config
+from splitleak.config import ConfigError, load_config
 
 __all__ = ["add_parser", "bench_attacks", "bench_transport", "update_doc"]
 
@@ -72,9 +72,19 @@ def _grpc_form(config, *, proxy: bool, attacks: bool, cumulative: bool = True) -
     return report.train_seconds
 
 
-def bench_transport(config_path: Path | None, overrides: list[str], run_root: Path, repeats: int = 3) -> list[dict]:
+# The forms `bench transport` times, by the name of their run dir (--forms picks some).
+TRANSPORT_FORMS = ("inproc", "grpc", "proxy", "proxy-attacks-single", "proxy-attacks")
+
+
+def bench_transport(
+    config_path: Path | None,
+    overrides: list[str],
+    run_root: Path,
+    repeats: int = 3,
+    only: list[str] | None = None,
+) -> list[dict]:
     """Returns one row per form (in-process, gRPC direct, gRPC through the proxy with attacks off, then on):
-    the median training seconds of `repeats` runs of each."""
+    the median training seconds of `repeats` runs of each (only: the forms of these names, TRANSPORT_FORMS)."""
     from splitleak.data import load_dataset, split_ids
     from splitleak.runner import run_in_process
 
@@ -90,6 +100,11 @@ def bench_transport(config_path: Path | None, overrides: list[str], run_root: Pa
         ),
         ("gRPC via adversary proxy, live attacks on (all)", "proxy-attacks", dict(proxy=True, attacks=True)),
     ]
+    if only:
+        unknown = sorted(set(only) - set(TRANSPORT_FORMS))
+        if unknown:
+            raise ConfigError(f"--forms: unknown {', '.join(unknown)}; the forms are {', '.join(TRANSPORT_FORMS)}")
+        forms = [form for form in forms if form[1] in only]
     rows = []
     timings: dict[str, list[float]] = {}
     # Forms take turns, round after round, so that a slow spell of the machine falls on all of them.
@@ -206,12 +221,17 @@ def _cmd_transport(args) -> int:
     start = time.time()
     from splitleak.runlog import claim_run_dir
 
+    only = args.forms.split(",") if args.forms else None
+    unknown = sorted(set(only or ()) - set(TRANSPORT_FORMS))
+    if unknown:
+        raise ConfigError(f"--forms: unknown {', '.join(unknown)}; the forms are {', '.join(TRANSPORT_FORMS)}")
     claim_run_dir(args.run_dir, force=args.force, what="benchmark")
-    rows = bench_transport(args.config, args.overrides, args.run_dir, repeats=args.repeats)
-    cost = cumulative_cost(args.run_dir / "proxy-attacks")
+    rows = bench_transport(args.config, args.overrides, args.run_dir, repeats=args.repeats, only=only)
+    cost = cumulative_cost(args.run_dir / "proxy-attacks") if (args.run_dir / "proxy-attacks").exists() else None
     command = (
         "splitleak bench transport"
         + (f" --config {args.config}" if args.config else "")
+        + (f" --forms {args.forms}" if args.forms else "")
         + "".join(f" {o}" for o in args.overrides)
     )
     body = (
@@ -220,9 +240,13 @@ def _cmd_transport(args) -> int:
         f"Config: {args.config or 'configs/demo.yaml'}; train seconds as the feature party measures them, the "
         f"median of {args.repeats} runs of each form (the forms take turns; `runs` lists every run).\n\n"
         + _table(rows)
-        + "\n\nWhat the cumulative attacker cost in the run with all attacks on, from its attack log (the "
-        "per-round update, the refits of every view while the first epoch's samples arrive, the epoch-end "
-        "fit), all on the adversary's worker, off the forwarding path:\n\n" + _table([cost])
+        + (
+            "\n\nWhat the cumulative attacker cost in the run with all attacks on, from its attack log (the "
+            "per-round update, the refits of every view while the first epoch's samples arrive, the epoch-end "
+            "fit), all on the adversary's worker, off the forwarding path:\n\n" + _table([cost])
+            if cost
+            else ""
+        )
     )
     print(body)
     if not args.no_doc:
@@ -319,6 +343,7 @@ def add_parser(sub, parents=()) -> None:
     transport.add_argument("--section", default="", help="suffix for the doc section (several configs)")
     transport.add_argument("--repeats", type=int, default=3, help="runs of each form; the median is reported")
     transport.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    transport.add_argument("--forms", help=f"time only these forms (comma-separated: {','.join(TRANSPORT_FORMS)})")
     transport.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     transport.set_defaults(func=_cmd_transport)
     attacks = kinds.add_parser(
