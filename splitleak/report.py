@@ -598,12 +598,10 @@ def write_sweep_report(sweep_dir: Path) -> Path:
         ("epsilon", "ε spent"),
     ]
 
+    from splitleak.sweep import format_interval
+
     def cell(p, key):
-        s = p["figures"].get(key)
-        if not s:
-            return "–"
-        half = (s["ci95"][1] - s["mean"]) if s.get("ci95") else None
-        return f"{s['mean']:.3f}" + (f" ± {half:.3f}" if half else "")
+        return format_interval(p["figures"].get(key))
 
     body.append(
         _table(

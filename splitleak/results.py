@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from splitleak.config import load_config
+from splitleak.sweep import format_interval
 
 __all__ = ["add_parser", "generate", "snapshot_shortfalls"]
 
@@ -55,16 +56,6 @@ def _shown(override: str) -> str:
 
 def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}"
-
-
-def _interval(stats: dict | None) -> str:
-    """Returns "mean ± half-width" of a figure's statistics (the 95% t-interval), or the mean alone."""
-    if not stats:
-        return "–"
-    if not stats.get("ci95"):
-        return f"{stats['mean']:.3f}"
-    half = (stats["ci95"][1] - stats["ci95"][0]) / 2
-    return f"{stats['mean']:.3f} ± {half:.3f}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -241,13 +232,13 @@ def _seed_table(stats: list[dict], first: str, label) -> str:
     for p in stats:
         f = p["figures"]
         rows.append(
-            [label(p), _interval(f.get("test_accuracy")), _interval(f.get("leakage.train"))]
-            + [_interval(f.get(f"cumulative.epoch{e}")) for e in epochs]
+            [label(p), format_interval(f.get("test_accuracy")), format_interval(f.get("leakage.train"))]
+            + [format_interval(f.get(f"cumulative.epoch{e}")) for e in epochs]
             + [
-                _interval(f.get("leakage.inference")),
+                format_interval(f.get("leakage.inference")),
                 "–" if not f.get("time_to_leak.round") else f"{f['time_to_leak.round']['mean']:.0f}",
-                _interval(f.get("kmeans_seeded.grad.train")),
-                _interval(f.get("kmeans_seeded.smashed.train")),
+                format_interval(f.get("kmeans_seeded.grad.train")),
+                format_interval(f.get("kmeans_seeded.smashed.train")),
             ]
         )
     return _table(header, rows)
@@ -314,13 +305,13 @@ def _sweep_section(name: str, mnist: Path, img_dir: Path, report: _Report) -> st
                 p["defense"],
                 "–" if p["strength"] is None else f"{p['strength']:g}",
                 "–" if not f.get("epsilon") else f"{f['epsilon']['mean']:.2f}",
-                failures or _interval(f.get("test_accuracy")),
-                _interval(f.get("leakage.train")),
-                _interval(f.get("leakage.best_snapshot")),
-                _interval(f.get("leakage.inference")),
+                failures or format_interval(f.get("test_accuracy")),
+                format_interval(f.get("leakage.train")),
+                format_interval(f.get("leakage.best_snapshot")),
+                format_interval(f.get("leakage.inference")),
                 "–" if not f.get("time_to_leak.round") else f"{f['time_to_leak.round']['mean']:.0f}",
             ]
-            + [_interval(f.get(k)) for k in keys]
+            + [format_interval(f.get(k)) for k in keys]
         )
         if name == "marvell" and p["strength"] is not None and p["strength"] <= 1:
             for seed in seeds:

@@ -27,7 +27,16 @@ import yaml
 from splitleak.config import ConfigError, load_config
 from splitleak.runlog import claim_run_dir, write_json_atomic
 
-__all__ = ["Point", "STRENGTH_KEY", "add_parser", "grid_points", "point_statistics", "run_sweep", "sweep_table"]
+__all__ = [
+    "Point",
+    "STRENGTH_KEY",
+    "add_parser",
+    "format_interval",
+    "grid_points",
+    "point_statistics",
+    "run_sweep",
+    "sweep_table",
+]
 
 # The config key that sets each defense's strength.
 STRENGTH_KEY = {
@@ -427,17 +436,23 @@ def _write(rows: list[dict], run_dir: Path, *, title: str) -> None:
     write_sweep_report(run_dir)
 
 
+def format_interval(stats: dict | None) -> str:
+    """Returns "mean ± half-width" of a figure's statistics (the 95% t-interval), or the mean alone."""
+    if not stats:
+        return "–"
+    if not stats.get("ci95"):
+        return f"{stats['mean']:.3f}"
+    half = (stats["ci95"][1] - stats["ci95"][0]) / 2
+    return f"{stats['mean']:.3f} ± {half:.3f}"
+
+
 def sweep_table(points: list[dict]):
     """Returns the table printed at the end of a sweep: one row per point, means ± 95% half-widths."""
     from rich import box
     from rich.table import Table
 
     def cell(p, key):
-        s = p["figures"].get(key)
-        if not s:
-            return "–"
-        half = (s["ci95"][1] - s["mean"]) if s.get("ci95") else None
-        return f"{s['mean']:.3f}" + (f" ± {half:.3f}" if half else "")
+        return format_interval(p["figures"].get(key))
 
     table = Table(box=box.SIMPLE_HEAD, title="sweep: mean ± 95% half-width over seeds")
     for name in ("point", "seeds", "task", "leaked (cumulative)", "leaked (inference)", "diverged"):
