@@ -322,8 +322,14 @@ class AttackEngine:
                     predictions,
                     time.perf_counter() - start,
                     scores=self.cumulative.binary_scores(ids),
-                    reference=f"epochs 0-{epoch}, both channels; fit started from {self.cumulative.last_choice}",
-                    extra={"agreement_with_previous_epoch": agreement},
+                    reference=(
+                        f"epochs 0-{epoch}, both channels (newest gradient view weighted "
+                        f"{self.cumulative.grad_weight:.3g}); fit started from {self.cumulative.last_choice}"
+                    ),
+                    extra={
+                        "agreement_with_previous_epoch": agreement,
+                        "grad_weight": round(self.cumulative.grad_weight, 6),
+                    },
                 )
             )
         self._last_epoch_known_smashed = self._known_in(

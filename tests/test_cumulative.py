@@ -9,8 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.cluster import KMeans
+from sklearn.metrics import normalized_mutual_info_score
 
-from adversary.attacks.cumulative import CumulativeAttacker, View, best_fit, fit_views
+from adversary.attacks.cumulative import RELATED, CumulativeAttacker, View, best_fit, fit_views, gradient_trust
 from adversary.attacks.similarity import normalise
 
 
@@ -115,7 +116,7 @@ def test_the_labelling_most_views_share_beats_a_view_that_disagrees():
         known_rows=known_rows,
         known_labels=known_labels,
         num_classes=4,
-        starts=[("spurious", other.clone(), None), ("known samples", torch.full_like(labels, -1), None)],
+        starts=[("spurious", other.clone()), ("known samples", torch.full_like(labels, -1))],
     )
     assert (fit.labels == labels).float().mean() > 0.97
 
@@ -161,3 +162,41 @@ def test_the_cumulative_attacker_cannot_receive_ground_truth():
         "candidates",
         "epoch_vectors",
     ]
+
+
+def _two_channels(gradient_labels: torch.Tensor, labels: torch.Tensor, seed: int):
+    """Tight gradient clusters by gradient_labels, loose smashed clusters by labels (four classes)."""
+    rows = torch.arange(len(labels))
+    return [
+        View.of(rows, _clusters(gradient_labels, 16, spread=0.2, seed=seed), "grad"),
+        View.of(rows, _clusters(labels, 16, spread=0.4, seed=seed + 1), "smashed"),
+    ]
+
+
+def test_gradients_that_follow_other_labels_than_the_smashed_data_are_weighted_down():
+    """Randomised labels in the returned gradients (label DP): however tight their clusters, a gradient
+    view that shares nothing with the smashed data gets a weight near 0; the fit follows the smashed data."""
+    labels = _labels(150, 4, seed=11)
+    randomised = _labels(150, 4, seed=12)  # independent of the true labels, as at a small epsilon
+    views = _two_channels(randomised, labels, seed=13)
+    known_rows, known_labels = _known(labels)
+    common = dict(num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=4)
+    weighted = gradient_trust(views, **common)
+    related = normalized_mutual_info_score(labels.numpy(), randomised.numpy())
+    assert weighted[0].weight == pytest.approx(min(1.0, related / RELATED) ** 2, abs=0.01)
+    assert weighted[0].weight < 0.01 and weighted[1].weight == 1.0
+    starts = [("gradients", randomised.clone()), ("known samples", torch.full_like(labels, -1))]
+    _, unweighted = best_fit(views, starts=starts, **common)
+    _, fit = best_fit(weighted, starts=starts, **common)
+    assert (unweighted.labels == labels).float().mean() < 0.5
+    assert (fit.labels == labels).float().mean() > 0.9
+
+
+def test_gradients_that_tell_the_smashed_datas_story_count_in_full():
+    labels = _labels(150, 4, seed=14)
+    views = _two_channels(labels, labels, seed=15)
+    known_rows, known_labels = _known(labels)
+    weighted = gradient_trust(
+        views, num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=4
+    )
+    assert [v.weight for v in weighted] == [1.0, 1.0]

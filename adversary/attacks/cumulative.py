@@ -27,14 +27,24 @@ step reassigns every sample to the class that maximises the weighted sum,
 which is a majorisation step (log W <= log W' + (W - W') / W'), so the
 criterion never increases and the fit converges.
 
+Which channel to trust is decided from unlabelled evidence. The label
+party's defenses act on the gradients it returns (noise, randomised labels,
+Marvell); none acts on the smashed data, which the feature party computes
+itself. A gradient view whose own partition shares nothing with the smashed
+data's (normalised mutual information near 0) follows something other than the
+labels that shaped the smashed data, however tight its clusters, and is weighted
+down (gradient_trust); where the two channels tell the same story (undefended
+training) the gradients count in full.
+
 Nothing here reads ground truth. What decides between candidate labellings is
-unlabelled evidence and the attacker's prior knowledge only: first how many
-known samples the views alone place in their own class (each known sample is
-clamped to its label, so this is the views' vote against the clamp), then the
-criterion above. Candidates are the attacker's own previous labelling, the known samples alone
-(each sample first goes to its nearest known sample over all views, as seeded
-k-means starts) and the labellings of the single attacks of the same epoch, so
-the fit starts from the best of what it already holds.
+the criterion above on the weighted views; among those within a small margin of
+the lowest, the one whose views place the most known samples in their own class
+(each known sample is clamped to its label, so this is the views' vote against
+the clamp; it tells apart labellings that differ only in which cluster carries
+which name). Candidates are the attacker's own previous labelling, the known
+samples alone (each sample first goes to its nearest known sample over all
+views, as seeded k-means starts) and the labellings of the single attacks of the
+same epoch, so the fit starts from the best of what it already holds.
 
 Between epochs it keeps up round by round: each batch is scored against class
 prototypes that follow the moving model (means of recent rounds' vectors,
@@ -45,11 +55,13 @@ score margin, which one round's weaker evidence does not overturn.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.metrics import normalized_mutual_info_score
 
 from adversary.attacks.similarity import normalise, squared_distances
 
@@ -61,12 +73,16 @@ __all__ = [
     "best_fit",
     "evaluate_labels",
     "fit_views",
+    "gradient_trust",
     "track_prototypes",
 ]
 
 CHANNELS = ("grad", "smashed")
 # A fit has settled when at most this fraction of the samples changed class in a step.
 SETTLE = 0.001
+# The normalised mutual information between a gradient view's own partition and the smashed data's
+# from which the gradient view counts in full; below it, its weight falls as the square of the ratio.
+RELATED = 0.3
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,12 @@ class View:
     dims: float
     # "grad" or "smashed" (empty when it does not matter).
     channel: str = ""
+    # How far the fit trusts the view: its precision and its share of the criterion are scaled by this.
+    weight: float = 1.0
+
+    def weighted(self, weight: float) -> "View":
+        """Returns the same view with another weight."""
+        return dataclasses.replace(self, weight=weight)
 
     @classmethod
     def of(cls, rows: torch.Tensor, vectors: torch.Tensor, channel: str = "", keep: int | None = None) -> "View":
@@ -128,6 +150,8 @@ def _view_scores(
     present_anywhere = torch.zeros(num_classes, dtype=torch.bool, device=device)
     criterion, total_scale = 0.0, 0
     for view in views:
+        if view.weight <= 0:
+            continue
         x = view.vectors
         lab = labels[view.rows]
         have = lab >= 0
@@ -149,12 +173,12 @@ def _view_scores(
         within = float((d2 if every else d2[have]).gather(1, lab_have[:, None]).sum())
         scale = n_have * view.dims
         within = max(within, 1e-12 * scale)
-        criterion += scale * math.log(within / scale)
-        total_scale += scale
-        precision = scale / (2.0 * within)
+        criterion += view.weight * scale * math.log(within / scale)
+        total_scale += view.weight * scale
+        precision = view.weight * scale / (2.0 * within)
         scores.index_add_(0, view.rows, -precision * d2)
     scores[:, ~present_anywhere] = float("-inf")
-    return scores, criterion / max(total_scale, 1)
+    return scores, criterion / (total_scale if total_scale > 0 else 1.0)
 
 
 def fit_views(
@@ -233,57 +257,100 @@ def best_fit(
     known_rows: torch.Tensor,
     known_labels: torch.Tensor,
     num_classes: int,
-    starts: list[tuple[str, torch.Tensor, list[View] | None]],
+    starts: list[tuple[str, torch.Tensor]],
     max_iters: int = 100,
     incumbent: str | None = None,
     switch_margin: float = 0.01,
 ) -> tuple[str, ViewFit]:
-    """Returns (name of the start, fit) of the best fit from any start.
+    """Returns (name of the start, fit) of the best fit from any start (name, initial labelling).
 
-    Each start is (name, initial labelling, views to fit on: None for all). Which channel to trust is
-    decided by the known samples, never assumed: best is the fit whose own views place the most known
-    samples in their own class (a channel whose structure follows randomised labels or noise places
-    few), then the lowest criterion on all views (the common yardstick). The fit from the incumbent start
-    (the attacker's own labelling) stays unless another places more known samples, or as many with a
-    criterion lower by more than switch_margin (the within-class variance smaller by about that fraction): views that do
-    not follow the labels leave small differences of fit, which must not overturn what the attacker
-    already holds. Identical starts on the same views are fitted once (the first name is kept).
+    Best is the fit with the lowest criterion, where fits within switch_margin of it (the within-class
+    variance larger by about that fraction at most) are told apart by the known samples: the most
+    placed in their own class by the views, then the lower criterion. Agreement does not come first:
+    a fit that grew its clusters around the known samples in a view without structure places every
+    one of them in its own class. The fit from the incumbent start (the attacker's own labelling)
+    stays when it is among those and places as many known samples as the best: small differences of
+    fit must not overturn what the attacker already holds. Identical starts are fitted once (the
+    first name is kept).
     """
-
-    def run(init: torch.Tensor, subset: list[View] | None, iters: int, settle: float) -> ViewFit:
+    fits: list[tuple[str, ViewFit]] = []
+    seen: list[torch.Tensor] = []
+    for name, init in starts:
+        if any(torch.equal(init, other) for other in seen):
+            continue
+        seen.append(init)
         fit = fit_views(
-            subset or views,
+            views,
             num_rows=num_rows,
             known_rows=known_rows,
             known_labels=known_labels,
             num_classes=num_classes,
             init=init,
-            max_iters=iters,
-            settle=settle,
+            max_iters=max_iters,
+            settle=SETTLE,
         )
-        if subset is None:
-            return fit
-        # Its known samples as its own views place them; its fit (and the scores the next rounds add
-        # to) on all views, the common yardstick.
-        judged = evaluate_labels(
-            views, fit.labels, known_rows=known_rows, known_labels=known_labels, num_classes=num_classes
-        )
-        return ViewFit(fit.labels, judged.scores, judged.criterion, fit.known_agreement, fit.iterations)
-
-    fits: list[tuple[str, ViewFit]] = []
-    seen: list[tuple[torch.Tensor, int]] = []
-    for name, init, subset in starts:
-        key = id(subset)
-        if any(key == other_key and torch.equal(init, other) for other, other_key in seen):
-            continue
-        seen.append((init, key))
-        fits.append((name, run(init, subset, max_iters, SETTLE)))
-    name, fit = min(fits, key=lambda item: (-item[1].known_agreement, item[1].criterion))
-    held = next((item for item in fits if item[0] == incumbent), None)
+        fits.append((name, fit))
+    lowest = min(fit.criterion for _, fit in fits)
+    close = [item for item in fits if item[1].criterion <= lowest + switch_margin]
+    name, fit = min(close, key=lambda item: (-item[1].known_agreement, item[1].criterion))
+    held = next((item for item in close if item[0] == incumbent), None)
     if held is not None and held[1].known_agreement == fit.known_agreement:
-        if held[1].criterion - fit.criterion <= switch_margin:
-            return held
+        return held
     return name, fit
+
+
+def gradient_trust(
+    views: list[View],
+    *,
+    num_rows: int,
+    known_rows: torch.Tensor,
+    known_labels: torch.Tensor,
+    num_classes: int,
+    own_partition=None,
+    max_iters: int = 30,
+) -> list[View]:
+    """Returns the views with every gradient view weighted by how far its structure is the smashed data's.
+
+    The label party's defenses act on the gradients it returns (noise, randomised labels, Marvell's
+    noise, compression); none acts on the smashed data, which the feature party computes itself.
+    A gradient view whose own partition (seeded by the known samples, on that view alone) shares
+    nothing with the partition of the smashed views follows something other than the labels that
+    shaped the smashed data, however tight its clusters. Its weight is min(1, NMI / RELATED)^2, with
+    NMI the normalised mutual information of the two partitions (scikit-learn): 1 when the channels
+    tell the same story (undefended training, where the smashed data follow the labels more
+    loosely), near 0 for noise or randomised labels. Smashed views keep weight 1.
+
+    own_partition(view) may return a cached partition of a view's rows (all rows, -1 where not covered).
+    """
+    smashed = [v for v in views if v.channel == "smashed"]
+    if not smashed or not any(v.channel == "grad" for v in views) or not len(known_rows):
+        return views
+    start = torch.full((num_rows,), -1, dtype=torch.long, device=known_rows.device)
+
+    def partition(subset: list[View]) -> np.ndarray:
+        fit = fit_views(
+            subset,
+            num_rows=num_rows,
+            known_rows=known_rows,
+            known_labels=known_labels,
+            num_classes=num_classes,
+            init=start,
+            max_iters=max_iters,
+            settle=SETTLE,
+        )
+        return fit.labels.cpu().numpy()
+
+    reference = partition(smashed)
+    weighted = []
+    for view in views:
+        if view.channel != "grad":
+            weighted.append(view)
+            continue
+        labels = own_partition(view) if own_partition is not None else partition([view])
+        rows = view.rows.cpu().numpy()
+        related = float(normalized_mutual_info_score(reference[rows], labels[rows]))
+        weighted.append(view.weighted(min(1.0, related / RELATED) ** 2))
+    return weighted
 
 
 def track_prototypes(
@@ -367,6 +434,10 @@ class CumulativeAttacker:
         self._mean_sq = torch.ones(len(CHANNELS), device=self.device)
         self._rows_at_last_fit = 0
         self.last_choice: str | None = None
+        # Each stored view's own partition (gradient_trust), and the weight of the newest gradient view,
+        # which the rounds' gradient evidence takes.
+        self._own: dict[int, np.ndarray] = {}
+        self.grad_weight = 1.0
 
     # -- sample index ------------------------------------------------------------------
 
@@ -439,6 +510,8 @@ class CumulativeAttacker:
         for c, channel in enumerate(CHANNELS):
             x = unit[channel]
             precision = x.shape[1] / (2.0 * float(self._mean_sq[c]))
+            if channel == "grad":
+                precision *= self.grad_weight
             scores -= precision * squared_distances(x, self._prototypes[c])
         scores[:, ~self._valid] = float("-inf")
         return scores
@@ -481,7 +554,7 @@ class CumulativeAttacker:
         if refit and int(self._valid.sum()) >= 2:
             before = self.labels.clone()
             views = self._views + self._epoch_views()
-            starts = [("current", self.labels, None), ("known samples", torch.full_like(self.labels, -1), None)]
+            starts = [("current", self.labels), ("known samples", torch.full_like(self.labels, -1))]
             # Between epoch ends the current labelling is provisional (rounds scored against prototypes):
             # nothing to protect, the best start wins.
             self._fit(starts, views=views, incumbent=None)
@@ -522,10 +595,20 @@ class CumulativeAttacker:
         keep = max(16, 4 * self.num_classes)
         return [View.of(rows, unit[ch], ch, keep=keep) for ch in CHANNELS]
 
-    def _fit(
-        self, starts: list[tuple[str, torch.Tensor, list[View] | None]], *, views: list[View], incumbent: str | None
-    ) -> None:
+    def _fit(self, starts: list[tuple[str, torch.Tensor]], *, views: list[View], incumbent: str | None) -> None:
         known_rows, known_labels = self._known()
+        views = gradient_trust(
+            views,
+            num_rows=len(self._ids),
+            known_rows=known_rows,
+            known_labels=known_labels,
+            num_classes=self.num_classes,
+            own_partition=self._own_partition,
+            max_iters=self.max_iters,
+        )
+        grads = [v for v in views if v.channel == "grad"]
+        if grads:
+            self.grad_weight = grads[-1].weight
         name, fit = best_fit(
             views,
             num_rows=len(self._ids),
@@ -545,6 +628,27 @@ class CumulativeAttacker:
         self._retrack()
         if self._prototypes is not None:
             self._valid |= self._mass.sum(dim=0) > 0
+
+    def _own_partition(self, view: View) -> np.ndarray:
+        """Returns a view's own partition, seeded by the known samples; cached for the views kept."""
+        cached = self._own.get(id(view))
+        if cached is not None:
+            return cached
+        known_rows, known_labels = self._known()
+        fit = fit_views(
+            [view],
+            num_rows=len(self._ids),
+            known_rows=known_rows,
+            known_labels=known_labels,
+            num_classes=self.num_classes,
+            init=torch.full((len(self._ids),), -1, dtype=torch.long, device=self.device),
+            max_iters=self.max_iters,
+            settle=SETTLE,
+        )
+        labels = fit.labels.cpu().numpy()
+        if any(view is kept for kept in self._views):
+            self._own[id(view)] = labels
+        return labels
 
     def _retrack(self) -> None:
         """Rebuilds the tracked prototypes from this epoch's rounds under the current labels."""
@@ -587,22 +691,14 @@ class CumulativeAttacker:
             self._reframe(rows, epoch_vectors)
         epoch_views = self._epoch_views()
         self._views += epoch_views
-        # Every start on all views; and each channel's views alone, from the starts of that channel, so
-        # that a labelling one channel carries survives a channel whose structure follows something else
-        # (randomised labels, noise); all fits are judged on all views.
-        by_channel = {ch: [v for v in self._views if v.channel == ch] for ch in CHANNELS}
         initial = {"cumulative": self.labels.clone(), "known samples": torch.full_like(self.labels, -1)}
         for name, predictions in candidates.items():
             init = self.labels.clone()
             init[rows] = torch.as_tensor(predictions, dtype=torch.long, device=self.device)
             initial[name] = init
-        starts = [(name, init, None) for name, init in initial.items()]
-        for channel, views in by_channel.items():
-            starts += [
-                (f"{name} on the {channel} views", initial[name], views)
-                for name in ("cumulative", "known samples", f"kmeans_seeded.{channel}")
-                if name in initial
-            ]
+        # Every start on all views, the gradient views weighted by gradient_trust: a labelling that only
+        # the gradients carry (randomised labels, noise) no longer outweighs the smashed data.
+        starts = list(initial.items())
         if self._known()[0].numel():
             self._fit(starts, views=self._views, incumbent="cumulative")
         # The next epoch starts from this epoch's frame: its smashed centre and the prototypes just rebuilt.
