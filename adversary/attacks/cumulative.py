@@ -71,7 +71,6 @@ __all__ = [
     "View",
     "ViewFit",
     "best_fit",
-    "evaluate_labels",
     "fit_views",
     "gradient_trust",
     "track_prototypes",
@@ -235,19 +234,6 @@ def _known_agreement(
     without[known_rows] = -1
     scores, _ = _view_scores(views, without, len(labels), num_classes)
     return int((scores[known_rows].argmax(dim=1) == known_labels).sum())
-
-
-def evaluate_labels(
-    views: list[View],
-    labels: torch.Tensor,
-    *,
-    known_rows: torch.Tensor,
-    known_labels: torch.Tensor,
-    num_classes: int,
-) -> ViewFit:
-    """Returns how well a labelling explains the views: its scores, criterion and known-sample agreement."""
-    scores, criterion = _view_scores(views, labels, len(labels), num_classes)
-    return ViewFit(labels, scores, criterion, _known_agreement(views, labels, known_rows, known_labels, num_classes), 0)
 
 
 def best_fit(
