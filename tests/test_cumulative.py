@@ -178,8 +178,10 @@ def test_gradients_that_follow_other_labels_than_the_smashed_data_are_weighted_d
     view that shares nothing with the smashed data gets a weight near 0; the fit follows the smashed data."""
     labels = _labels(150, 4, seed=11)
     randomised = _labels(150, 4, seed=12)  # independent of the true labels, as at a small epsilon
-    views = _two_channels(randomised, labels, seed=13)
     known_rows, known_labels = _known(labels)
+    # Two known samples share a randomised label, as all but K!/K^K of such draws do.
+    randomised[known_rows[1]] = randomised[known_rows[0]]
+    views = _two_channels(randomised, labels, seed=13)
     common = dict(num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=4)
     weighted = gradient_trust(views, **common)
     related = normalized_mutual_info_score(labels.numpy(), randomised.numpy())
@@ -200,3 +202,22 @@ def test_gradients_that_tell_the_smashed_datas_story_count_in_full():
         views, num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=4
     )
     assert [v.weight for v in weighted] == [1.0, 1.0]
+
+
+def test_gradients_that_put_every_known_sample_apart_count_in_full_before_the_smashed_data_learn():
+    """First epoch: the smashed data of a random bottom model cluster loosely by something else, the gradients
+    by the labels. The gradients' own clusters, found without the known samples, hold one known sample
+    each: the gradients count in full, and the fit follows them."""
+    labels = _labels(150, 6, seed=16)
+    unrelated = _labels(150, 6, seed=17)
+    rows = torch.arange(len(labels))
+    views = [
+        View.of(rows, _clusters(labels, 16, spread=0.2, seed=18), "grad"),
+        View.of(rows, _clusters(unrelated, 16, spread=0.8, seed=19), "smashed"),
+    ]
+    known_rows, known_labels = _known(labels)
+    common = dict(num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=6)
+    weighted = gradient_trust(views, **common)
+    assert [v.weight for v in weighted] == [1.0, 1.0]
+    _, fit = best_fit(weighted, starts=[("known samples", torch.full_like(labels, -1))], **common)
+    assert (fit.labels == labels).float().mean() > 0.95

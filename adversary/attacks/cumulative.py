@@ -63,7 +63,7 @@ import numpy as np
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from adversary.attacks.similarity import normalise, squared_distances
+from adversary.attacks.similarity import kmeans, kmeans_plus_plus, normalise, squared_distances
 
 __all__ = [
     "CHANNELS",
@@ -73,6 +73,7 @@ __all__ = [
     "best_fit",
     "fit_views",
     "gradient_trust",
+    "natural_clusters",
     "track_prototypes",
 ]
 
@@ -82,6 +83,10 @@ SETTLE = 0.001
 # The normalised mutual information between a gradient view's own partition and the smashed data's
 # from which the gradient view counts in full; below it, its weight falls as the square of the ratio.
 RELATED = 0.3
+# From this many classes on, a gradient view whose unseeded k-means puts every known sample in a cluster
+# of its own counts in full: by chance (clusters unrelated to the labels) that happens with
+# probability K!/K^K, under 0.1 from 4 classes on.
+DISTINCT_FROM = 4
 
 
 @dataclass(frozen=True)
@@ -285,6 +290,23 @@ def best_fit(
     return name, fit
 
 
+def natural_clusters(view: View, num_classes: int, *, seed: int, max_iters: int = 100) -> torch.Tensor:
+    """Returns the view's own clusters, found without the known samples: k-means++ (seeded) then Lloyd."""
+    generator = torch.Generator().manual_seed(seed)
+    centroids = kmeans_plus_plus(view.vectors, num_classes, generator=generator)
+    assign, _ = kmeans(view.vectors, centroids, max_iters=max_iters)
+    return assign
+
+
+def _known_apart(view: View, clusters: torch.Tensor, known_rows: torch.Tensor, num_classes: int) -> bool:
+    """Returns whether the view holds a known sample of every class, each in a cluster of its own."""
+    if num_classes < DISTINCT_FROM:
+        return False
+    position = {int(r): i for i, r in enumerate(view.rows.tolist())}
+    held = [position[int(r)] for r in known_rows.tolist() if int(r) in position]
+    return len(held) >= num_classes and len({int(clusters[i]) for i in held}) == len(held)
+
+
 def gradient_trust(
     views: list[View],
     *,
@@ -293,6 +315,8 @@ def gradient_trust(
     known_labels: torch.Tensor,
     num_classes: int,
     own_partition=None,
+    natural=None,
+    seed: int = 0,
     max_iters: int = 30,
 ) -> list[View]:
     """Returns the views with every gradient view weighted by how far its structure is the smashed data's.
@@ -306,7 +330,14 @@ def gradient_trust(
     tell the same story (undefended training, where the smashed data follow the labels more
     loosely), near 0 for noise or randomised labels. Smashed views keep weight 1.
 
-    own_partition(view) may return a cached partition of a view's rows (all rows, -1 where not covered).
+    The smashed data may not follow the labels yet (a randomly initialised bottom model in the first
+    epoch) while the gradients do. So a gradient view also counts in full when its own clusters, found
+    without the known samples (natural_clusters), hold one known sample each, with at least
+    DISTINCT_FROM classes: clusters that follow randomised labels or noise put two known samples
+    together with probability 1 - K!/K^K.
+
+    own_partition(view) may return a cached partition of a view's rows (all rows, -1 where not covered),
+    natural(view) cached natural_clusters.
     """
     smashed = [v for v in views if v.channel == "smashed"]
     if not smashed or not any(v.channel == "grad" for v in views) or not len(known_rows):
@@ -330,6 +361,10 @@ def gradient_trust(
     weighted = []
     for view in views:
         if view.channel != "grad":
+            weighted.append(view)
+            continue
+        clusters = natural(view) if natural is not None else natural_clusters(view, num_classes, seed=seed)
+        if _known_apart(view, clusters, known_rows, num_classes):
             weighted.append(view)
             continue
         labels = own_partition(view) if own_partition is not None else partition([view])
@@ -423,6 +458,7 @@ class CumulativeAttacker:
         # Each stored view's own partition (gradient_trust), and the weight of the newest gradient view,
         # which the rounds' gradient evidence takes.
         self._own: dict[int, np.ndarray] = {}
+        self._natural_clusters: dict[int, torch.Tensor] = {}
         self.grad_weight = 1.0
 
     # -- sample index ------------------------------------------------------------------
@@ -590,6 +626,8 @@ class CumulativeAttacker:
             known_labels=known_labels,
             num_classes=self.num_classes,
             own_partition=self._own_partition,
+            natural=self._natural,
+            seed=self.seed,
             max_iters=self.max_iters,
         )
         grads = [v for v in views if v.channel == "grad"]
@@ -635,6 +673,15 @@ class CumulativeAttacker:
         if any(view is kept for kept in self._views):
             self._own[id(view)] = labels
         return labels
+
+    def _natural(self, view: View) -> torch.Tensor:
+        """Returns a view's natural_clusters; cached for the views kept."""
+        cached = self._natural_clusters.get(id(view))
+        if cached is None:
+            cached = natural_clusters(view, self.num_classes, seed=self.seed)
+            if any(view is kept for kept in self._views):
+                self._natural_clusters[id(view)] = cached
+        return cached
 
     def _retrack(self) -> None:
         """Rebuilds the tracked prototypes from this epoch's rounds under the current labels."""
