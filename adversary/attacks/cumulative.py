@@ -34,7 +34,9 @@ itself. A gradient view whose own partition shares nothing with the smashed
 data's (normalised mutual information near 0) follows something other than the
 labels that shaped the smashed data, however tight its clusters, and is weighted
 down (gradient_trust); where the two channels tell the same story (undefended
-training) the gradients count in full.
+training) the gradients count in full, as they do when their own clusters,
+found without the known samples, hold one known sample of each class apart
+(before the smashed data of a fresh bottom model follow the labels).
 
 Nothing here reads ground truth. What decides between candidate labellings is
 the criterion above on the weighted views; among those within a small margin of
