@@ -18,6 +18,7 @@ __all__ = [
     "fit_pca",
     "kmeans",
     "kmeans_plus_plus",
+    "kmeans_restarted",
     "nearest_centroid",
     "normalise",
     "random_frame",
@@ -236,3 +237,25 @@ def kmeans(
         if float(((centroids - previous) ** 2).sum()) <= threshold:
             break
     return assign, centroids
+
+
+def kmeans_restarted(
+    vectors: torch.Tensor,
+    k: int,
+    *,
+    restarts: int,
+    generator: torch.Generator,
+    max_iters: int,
+    tol: float = 1e-4,
+    scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (assignments, centroids) of the best of `restarts` k-means runs, each from a fresh k-means++
+    draw: the lowest within-cluster sum of squares wins (scikit-learn's n_init)."""
+    best = None
+    for _ in range(restarts):
+        seeds = kmeans_plus_plus(vectors, k, generator=generator, scale=scale)
+        assign, centroids = kmeans(vectors, seeds, max_iters=max_iters, tol=tol, scale=scale)
+        inertia = float(squared_distances(vectors, centroids, scale=scale).gather(1, assign[:, None]).sum())
+        if best is None or inertia < best[0]:
+            best = inertia, assign, centroids
+    return best[1], best[2]

@@ -9,7 +9,7 @@ from adversary.attacks.base import ATTACKS, Attack, Prediction, Reference
 from adversary.attacks.similarity import (
     distances,
     kmeans,
-    kmeans_plus_plus,
+    kmeans_restarted,
     nearest_centroid,
     normalise,
     squared_distances,
@@ -157,15 +157,15 @@ class KMeansHungarianAttack(Attack):
         scale = unit_scale(vectors)
         generator = torch.Generator().manual_seed(ctx.seed)
         k = min(ctx.num_classes, len(vectors))
-        best = None
-        # Restarts from fresh k-means++ draws; the lowest within-cluster sum of squares wins.
-        for _ in range(ctx.kmeans_restarts):
-            seeds = kmeans_plus_plus(vectors, k, generator=generator, scale=scale)
-            assign, centroids = kmeans(vectors, seeds, max_iters=ctx.kmeans_iters, tol=ctx.kmeans_tol, scale=scale)
-            inertia = float(squared_distances(vectors, centroids, scale=scale).gather(1, assign[:, None]).sum())
-            if best is None or inertia < best[0]:
-                best = inertia, assign, centroids
-        _, assign, centroids = best
+        assign, centroids = kmeans_restarted(
+            vectors,
+            k,
+            restarts=ctx.kmeans_restarts,
+            generator=generator,
+            max_iters=ctx.kmeans_iters,
+            tol=ctx.kmeans_tol,
+            scale=scale,
+        )
         protos, classes = _class_prototypes(reference, ctx.num_classes, unit=True)
         cost = torch.cdist(centroids, protos).cpu().numpy()
         rows, cols = linear_sum_assignment(cost)
