@@ -71,6 +71,7 @@ class AttackEngine:
                 seed=seed,
                 halflife_rounds=attack_cfg.tracking_halflife,
                 refit_growth=attack_cfg.refit_growth,
+                restarts=attack_cfg.kmeans_restarts,
                 device=self.device,
             )
             if attack_cfg.cumulative

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-from adversary.attacks.cumulative import RELATED, CumulativeAttacker, View, best_fit, fit_views, gradient_trust
+from adversary.attacks.cumulative import RELATED, CumulativeAttacker, View, best_fit, fit_views, view_trust
 from adversary.attacks.similarity import normalise
 
 
@@ -183,7 +183,7 @@ def test_gradients_that_follow_other_labels_than_the_smashed_data_are_weighted_d
     randomised[known_rows[1]] = randomised[known_rows[0]]
     views = _two_channels(randomised, labels, seed=13)
     common = dict(num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=4)
-    weighted = gradient_trust(views, **common)
+    weighted = view_trust(views, **common)
     related = normalized_mutual_info_score(labels.numpy(), randomised.numpy())
     assert weighted[0].weight == pytest.approx(min(1.0, related / RELATED) ** 2, abs=0.01)
     assert weighted[0].weight < 0.01 and weighted[1].weight == 1.0
@@ -198,9 +198,7 @@ def test_gradients_that_tell_the_smashed_datas_story_count_in_full():
     labels = _labels(150, 4, seed=14)
     views = _two_channels(labels, labels, seed=15)
     known_rows, known_labels = _known(labels)
-    weighted = gradient_trust(
-        views, num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=4
-    )
+    weighted = view_trust(views, num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=4)
     assert [v.weight for v in weighted] == [1.0, 1.0]
 
 
@@ -217,7 +215,34 @@ def test_gradients_that_put_every_known_sample_apart_count_in_full_before_the_sm
     ]
     known_rows, known_labels = _known(labels)
     common = dict(num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=6)
-    weighted = gradient_trust(views, **common)
+    weighted = view_trust(views, **common)
     assert [v.weight for v in weighted] == [1.0, 1.0]
     _, fit = best_fit(weighted, starts=[("known samples", torch.full_like(labels, -1))], **common)
     assert (fit.labels == labels).float().mean() > 0.95
+
+
+def test_older_smashed_views_count_by_their_kinship_with_the_newest():
+    """Label DP: the smashed data of the first epochs cluster mostly by the inputs' own structure (30% by
+    the labels), those of the last by the labels, more loosely (the bottom model has learnt). The older
+    views share little with the newest and are weighted down, so they no longer outvote it."""
+    labels = _labels(150, 4, seed=21)
+    mostly_inputs = torch.where(
+        torch.rand(len(labels), generator=torch.Generator().manual_seed(5)) < 0.3, labels, _labels(150, 4, seed=22)
+    )
+    rows = torch.arange(len(labels))
+    views = [
+        View.of(rows, _clusters(mostly_inputs, 16, spread=0.2, seed=23), "smashed", epoch=0),
+        View.of(rows, _clusters(mostly_inputs, 16, spread=0.2, seed=24), "smashed", epoch=1),
+        View.of(rows, _clusters(labels, 16, spread=0.4, seed=25), "smashed", epoch=2),
+    ]
+    known_rows, known_labels = _known(labels)
+    common = dict(num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=4)
+    weighted = view_trust(views, **common)
+    # Their partitions share about 30% with the labels: weights well below 1, not 0.
+    assert all(0.01 < older.weight < 0.15 for older in weighted[:2]), [v.weight for v in weighted]
+    assert weighted[2].weight == 1.0
+    starts = [("known samples", torch.full_like(labels, -1))]
+    _, unweighted = best_fit(views, starts=starts, **common)
+    _, fit = best_fit(weighted, starts=starts, **common)
+    assert (unweighted.labels == labels).float().mean() < 0.6
+    assert (fit.labels == labels).float().mean() > 0.9

@@ -3,8 +3,10 @@ sample from everything the adversary has seen so far.
 
 Every (epoch, channel) block of exchanges is one *view* of the training
 samples, in the paper's unified Euclidean space: unit gradients (so squared
-distance is 2 - 2 cos) and unit, centred smashed vectors. Labels do not change
-during training, so every view is a noisy look at one latent labelling.
+distance is 2 - 2 cos) and unit smashed vectors, looked at twice at half
+weight each (centred on the epoch's mean, and as the engine framed them).
+Labels do not change during training, so every view is a noisy look at one
+latent labelling.
 
 The model behind the fit: in view b, the vectors of class c scatter
 isotropically around a centre mu_bc with a variance sigma_b^2 of the view's
@@ -27,16 +29,18 @@ step reassigns every sample to the class that maximises the weighted sum,
 which is a majorisation step (log W <= log W' + (W - W') / W'), so the
 criterion never increases and the fit converges.
 
-Which channel to trust is decided from unlabelled evidence. The label
-party's defenses act on the gradients it returns (noise, randomised labels,
-Marvell); none acts on the smashed data, which the feature party computes
-itself. A gradient view whose own partition shares nothing with the smashed
-data's (normalised mutual information near 0) follows something other than the
-labels that shaped the smashed data, however tight its clusters, and is weighted
-down (gradient_trust); where the two channels tell the same story (undefended
-training) the gradients count in full, as they do when their own clusters,
-found without the known samples, hold one known sample of each class apart
-(before the smashed data of a fresh bottom model follow the labels).
+Which views to trust is decided from unlabelled evidence. The label party's
+defenses act on the gradients it returns (noise, randomised labels, Marvell);
+none acts on the smashed data, which the feature party computes itself and
+which follow the labels more closely as the bottom model learns. A view whose
+own partition shares nothing with the newest smashed data's (normalised mutual
+information near 0) follows something other than the labels, however tight its
+clusters, and is weighted down (view_trust): gradients that follow randomised
+labels or noise, and the first epochs' smashed data that follow the inputs'
+own look. Where the channels tell the same story (undefended training) every
+view counts in full; so do gradients whose own clusters, found without the
+known samples, hold one known sample of each class apart (before the smashed
+data of a fresh bottom model follow the labels).
 
 Nothing here reads ground truth. What decides between candidate labellings is
 the criterion above on the weighted views; among those within a small margin of
@@ -65,7 +69,7 @@ import numpy as np
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from adversary.attacks.similarity import kmeans, kmeans_plus_plus, normalise, squared_distances
+from adversary.attacks.similarity import kmeans_restarted, normalise, squared_distances
 
 __all__ = [
     "CHANNELS",
@@ -74,9 +78,9 @@ __all__ = [
     "ViewFit",
     "best_fit",
     "fit_views",
-    "gradient_trust",
     "natural_clusters",
     "track_prototypes",
+    "view_trust",
 ]
 
 CHANNELS = ("grad", "smashed")
@@ -106,13 +110,20 @@ class View:
     channel: str = ""
     # How far the fit trusts the view: its precision and its share of the criterion are scaled by this.
     weight: float = 1.0
+    # The training epoch whose exchanges it holds (-1 when it does not matter).
+    epoch: int = -1
+    # What was computed from the vectors alone (view_trust's partitions), kept with them: shared by
+    # the view's weighted copies, saved with it in a checkpoint.
+    memo: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def weighted(self, weight: float) -> "View":
         """Returns the same view with another weight."""
         return dataclasses.replace(self, weight=weight)
 
     @classmethod
-    def of(cls, rows: torch.Tensor, vectors: torch.Tensor, channel: str = "", keep: int | None = None) -> "View":
+    def of(
+        cls, rows: torch.Tensor, vectors: torch.Tensor, channel: str = "", keep: int | None = None, epoch: int = -1
+    ) -> "View":
         """Returns the view of these rows, with its effective dimension measured.
 
         With keep, vectors wider than that are first rotated onto their top `keep` principal axes
@@ -129,7 +140,7 @@ class View:
         total = float(torch.trace(covariance))
         spread = float((covariance * covariance).sum())
         dims = total * total / spread if spread > 0 else 1.0
-        return cls(rows, vectors, max(1.0, min(dims, float(vectors.shape[1]))), channel)
+        return cls(rows, vectors, max(1.0, min(dims, float(vectors.shape[1]))), channel, epoch=epoch)
 
 
 @dataclass(frozen=True)
@@ -292,45 +303,48 @@ def best_fit(
     return name, fit
 
 
-def natural_clusters(view: View, num_classes: int, *, seed: int, max_iters: int = 100) -> torch.Tensor:
-    """Returns the view's own clusters, found without the known samples: k-means++ (seeded) then Lloyd."""
+def natural_clusters(
+    view: View, num_classes: int, *, seed: int, restarts: int = 5, max_iters: int = 100
+) -> torch.Tensor:
+    """Returns the view's own clusters, found without the known samples: the best of `restarts` k-means
+    runs from k-means++ draws (one run can merge two tight clusters and split a third)."""
     generator = torch.Generator().manual_seed(seed)
-    centroids = kmeans_plus_plus(view.vectors, num_classes, generator=generator)
-    assign, _ = kmeans(view.vectors, centroids, max_iters=max_iters)
+    assign, _ = kmeans_restarted(view.vectors, num_classes, restarts=restarts, generator=generator, max_iters=max_iters)
     return assign
 
 
 def _known_apart(view: View, clusters: torch.Tensor, known_rows: torch.Tensor, num_classes: int) -> bool:
     """Returns whether the view holds a known sample of every class, each in a cluster of its own."""
-    if num_classes < DISTINCT_FROM:
-        return False
     position = {int(r): i for i, r in enumerate(view.rows.tolist())}
     held = [position[int(r)] for r in known_rows.tolist() if int(r) in position]
     return len(held) >= num_classes and len({int(clusters[i]) for i in held}) == len(held)
 
 
-def gradient_trust(
+def view_trust(
     views: list[View],
     *,
     num_rows: int,
     known_rows: torch.Tensor,
     known_labels: torch.Tensor,
     num_classes: int,
-    own_partition=None,
-    natural=None,
     seed: int = 0,
+    restarts: int = 5,
     max_iters: int = 30,
 ) -> list[View]:
-    """Returns the views with every gradient view weighted by how far its structure is the smashed data's.
+    """Returns the views weighted by how far their structure is that of the newest smashed data.
 
     The label party's defenses act on the gradients it returns (noise, randomised labels, Marvell's
-    noise, compression); none acts on the smashed data, which the feature party computes itself.
-    A gradient view whose own partition (seeded by the known samples, on that view alone) shares
-    nothing with the partition of the smashed views follows something other than the labels that
-    shaped the smashed data, however tight its clusters. Its weight is min(1, NMI / RELATED)^2, with
-    NMI the normalised mutual information of the two partitions (scikit-learn): 1 when the channels
-    tell the same story (undefended training, where the smashed data follow the labels more
-    loosely), near 0 for noise or randomised labels. Smashed views keep weight 1.
+    noise, compression); none acts on the smashed data, which the feature party computes itself, and
+    which follow the labels more closely as the bottom model learns. So the smashed data of the newest
+    epoch are the reference:
+
+    - an older smashed view counts by its kinship with them: min(1, NMI / RELATED)^2, NMI the
+      normalised mutual information (scikit-learn) of its own partition (seeded by the known samples,
+      on that view alone) and the newest smashed views' joint partition. Epochs before the bottom model
+      followed the labels (their clusters are the inputs' own) no longer dilute the later ones;
+    - a gradient view counts by its kinship, in the same way, with the partition of all smashed views
+      so weighted: near 0 for noise or randomised labels, however tight their clusters; 1 where the
+      channels tell the same story (undefended training).
 
     The smashed data may not follow the labels yet (a randomly initialised bottom model in the first
     epoch) while the gradients do. So a gradient view also counts in full when its own clusters, found
@@ -338,11 +352,10 @@ def gradient_trust(
     DISTINCT_FROM classes: clusters that follow randomised labels or noise put two known samples
     together with probability 1 - K!/K^K.
 
-    own_partition(view) may return a cached partition of a view's rows (all rows, -1 where not covered),
-    natural(view) cached natural_clusters.
+    Each view's own partition and natural clusters are kept in its memo.
     """
     smashed = [v for v in views if v.channel == "smashed"]
-    if not smashed or not any(v.channel == "grad" for v in views) or not len(known_rows):
+    if not smashed or not len(known_rows):
         return views
     start = torch.full((num_rows,), -1, dtype=torch.long, device=known_rows.device)
 
@@ -359,20 +372,42 @@ def gradient_trust(
         )
         return fit.labels.cpu().numpy()
 
-    reference = partition(smashed)
+    def own(view: View) -> np.ndarray:
+        if "own" not in view.memo:
+            view.memo["own"] = partition([view.weighted(1.0)])
+        return view.memo["own"]
+
+    def kinship(view: View, reference: np.ndarray) -> float:
+        rows = view.rows.cpu().numpy()
+        mine = own(view)
+        rows = rows[(reference[rows] >= 0) & (mine[rows] >= 0)]
+        related = float(normalized_mutual_info_score(reference[rows], mine[rows])) if len(rows) else 0.0
+        return min(1.0, related / RELATED) ** 2
+
+    newest_epoch = max(v.epoch for v in smashed)
+    newest = [v for v in smashed if v.epoch == newest_epoch]
+    weight = {id(v): v.weight for v in newest}
+    if len(newest) < len(smashed):
+        reference = partition(newest)
+        for v in smashed:
+            if v.epoch != newest_epoch:
+                weight[id(v)] = v.weight * kinship(v, reference)
+    smashed_reference = partition([v.weighted(weight[id(v)]) for v in smashed])
     weighted = []
     for view in views:
+        if view.channel == "smashed":
+            weighted.append(view.weighted(weight[id(view)]))
+            continue
         if view.channel != "grad":
             weighted.append(view)
             continue
-        clusters = natural(view) if natural is not None else natural_clusters(view, num_classes, seed=seed)
-        if _known_apart(view, clusters, known_rows, num_classes):
-            weighted.append(view)
-            continue
-        labels = own_partition(view) if own_partition is not None else partition([view])
-        rows = view.rows.cpu().numpy()
-        related = float(normalized_mutual_info_score(reference[rows], labels[rows]))
-        weighted.append(view.weighted(min(1.0, related / RELATED) ** 2))
+        if num_classes >= DISTINCT_FROM:
+            if "natural" not in view.memo:
+                view.memo["natural"] = natural_clusters(view, num_classes, seed=seed, restarts=restarts)
+            if _known_apart(view, view.memo["natural"], known_rows, num_classes):
+                weighted.append(view)
+                continue
+        weighted.append(view.weighted(view.weight * kinship(view, smashed_reference)))
     return weighted
 
 
@@ -429,6 +464,7 @@ class CumulativeAttacker:
         halflife_rounds: float = 8.0,
         refit_growth: float = 1.25,
         max_iters: int = 30,
+        restarts: int = 5,
         device: str | torch.device = "cpu",
     ) -> None:
         self.known_label_of = dict(known_label_of)
@@ -437,6 +473,7 @@ class CumulativeAttacker:
         self.decay = 0.5 ** (1.0 / halflife_rounds)
         self.refit_growth = refit_growth
         self.max_iters = max_iters
+        self.restarts = restarts
         self.device = torch.device(device)
         self._row_of: dict[int, int] = {}
         self._ids: list[int] = []
@@ -457,10 +494,8 @@ class CumulativeAttacker:
         self._mean_sq = torch.ones(len(CHANNELS), device=self.device)
         self._rows_at_last_fit = 0
         self.last_choice: str | None = None
-        # Each stored view's own partition (gradient_trust), and the weight of the newest gradient view,
-        # which the rounds' gradient evidence takes.
-        self._own: dict[int, np.ndarray] = {}
-        self._natural_clusters: dict[int, torch.Tensor] = {}
+        # The weight view_trust gave the newest gradient view, which the rounds' gradient evidence takes.
+        self._epochs_ended = 0
         self.grad_weight = 1.0
 
     # -- sample index ------------------------------------------------------------------
@@ -611,25 +646,37 @@ class CumulativeAttacker:
         self._smashed_centre = self._smashed_sum / self._smashed_count
 
     def _epoch_views(self) -> list[View]:
+        """Returns this epoch's views so far: its unit gradients, and its smashed data in two geometries.
+
+        The smashed data are looked at centred on the epoch's mean (the unified space) and as the engine
+        framed them (the single attacks' geometry: not centred again). Which of the two separates the
+        classes better depends on the bottom model and cannot be told without labels (ReLU outputs lie in
+        one orthant, where centring spreads their directions; on breast_cancer under Marvell the
+        uncentred directions separate better), so each counts half: together one look at the channel.
+        """
         if not self._rounds:
             return []
         rows = torch.cat([r for r, _ in self._rounds])
         raw = {ch: torch.cat([v[ch] for _, v in self._rounds]) for ch in CHANNELS}
         unit = self._unit(raw, raw["smashed"].mean(dim=0))
         keep = max(16, 4 * self.num_classes)
-        return [View.of(rows, unit[ch], ch, keep=keep) for ch in CHANNELS]
+        epoch = self._epochs_ended
+        return [
+            View.of(rows, unit["grad"], "grad", keep=keep, epoch=epoch),
+            View.of(rows, unit["smashed"], "smashed", keep=keep, epoch=epoch).weighted(0.5),
+            View.of(rows, normalise(raw["smashed"]), "smashed", keep=keep, epoch=epoch).weighted(0.5),
+        ]
 
     def _fit(self, starts: list[tuple[str, torch.Tensor]], *, views: list[View], incumbent: str | None) -> None:
         known_rows, known_labels = self._known()
-        views = gradient_trust(
+        views = view_trust(
             views,
             num_rows=len(self._ids),
             known_rows=known_rows,
             known_labels=known_labels,
             num_classes=self.num_classes,
-            own_partition=self._own_partition,
-            natural=self._natural,
             seed=self.seed,
+            restarts=self.restarts,
             max_iters=self.max_iters,
         )
         grads = [v for v in views if v.channel == "grad"]
@@ -654,36 +701,6 @@ class CumulativeAttacker:
         self._retrack()
         if self._prototypes is not None:
             self._valid |= self._mass.sum(dim=0) > 0
-
-    def _own_partition(self, view: View) -> np.ndarray:
-        """Returns a view's own partition, seeded by the known samples; cached for the views kept."""
-        cached = self._own.get(id(view))
-        if cached is not None:
-            return cached
-        known_rows, known_labels = self._known()
-        fit = fit_views(
-            [view],
-            num_rows=len(self._ids),
-            known_rows=known_rows,
-            known_labels=known_labels,
-            num_classes=self.num_classes,
-            init=torch.full((len(self._ids),), -1, dtype=torch.long, device=self.device),
-            max_iters=self.max_iters,
-            settle=SETTLE,
-        )
-        labels = fit.labels.cpu().numpy()
-        if any(view is kept for kept in self._views):
-            self._own[id(view)] = labels
-        return labels
-
-    def _natural(self, view: View) -> torch.Tensor:
-        """Returns a view's natural_clusters; cached for the views kept."""
-        cached = self._natural_clusters.get(id(view))
-        if cached is None:
-            cached = natural_clusters(view, self.num_classes, seed=self.seed)
-            if any(view is kept for kept in self._views):
-                self._natural_clusters[id(view)] = cached
-        return cached
 
     def _retrack(self) -> None:
         """Rebuilds the tracked prototypes from this epoch's rounds under the current labels."""
@@ -731,7 +748,7 @@ class CumulativeAttacker:
             init = self.labels.clone()
             init[rows] = torch.as_tensor(predictions, dtype=torch.long, device=self.device)
             initial[name] = init
-        # Every start on all views, the gradient views weighted by gradient_trust: a labelling that only
+        # Every start on all views, weighted by view_trust: a labelling that only
         # the gradients carry (randomised labels, noise) no longer outweighs the smashed data.
         starts = list(initial.items())
         if self._known()[0].numel():
@@ -739,4 +756,5 @@ class CumulativeAttacker:
         # The next epoch starts from this epoch's frame: its smashed centre and the prototypes just rebuilt.
         self._rounds = []
         self._smashed_sum, self._smashed_count = None, 0
+        self._epochs_ended += 1
         return self.labels[rows].cpu().numpy().astype(np.int64)
