@@ -494,8 +494,9 @@ class CumulativeAttacker:
         self._mean_sq = torch.ones(len(CHANNELS), device=self.device)
         self._rows_at_last_fit = 0
         self.last_choice: str | None = None
-        # The weight view_trust gave the newest gradient view, which the rounds' gradient evidence takes.
+        # Epochs ended so far: the epoch of the views being gathered.
         self._epochs_ended = 0
+        # The weight view_trust gave the newest gradient view, which the rounds' gradient evidence takes.
         self.grad_weight = 1.0
 
     # -- sample index ------------------------------------------------------------------
