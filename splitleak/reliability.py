@@ -76,8 +76,10 @@ def render(figures: dict, *, seconds: float, versions: str) -> str:
         )
     if figures.get("full_disk"):
         parts.append(
-            "**Full disk** (`tests/test_full_disk.py`): the run dir is a tmpfs of the given size; which writer "
-            "runs out of room first depends on it.\n\n"
+            "**Full disk** (`tests/test_full_disk.py`): the run dir is a tmpfs of the given size, and the "
+            "adversary's queue holds one exchange (`adversary.queue_size=1`: it keeps within a round or two of "
+            "the parties, so the order of the writes is fixed); which writer runs out of room first depends on "
+            "the size.\n\n"
             + _table(
                 ["tmpfs", "failed after (s)", "last line of `splitleak demo`", "resumed once there was room"],
                 [
