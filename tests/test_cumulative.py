@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-from adversary.attacks.cumulative import RELATED, CumulativeAttacker, View, best_fit, fit_views, view_trust
+from adversary.attacks.cumulative import (
+    OLDER_RELATED,
+    RELATED,
+    CumulativeAttacker,
+    View,
+    best_fit,
+    fit_views,
+    view_trust,
+)
 from adversary.attacks.similarity import normalise
 
 
@@ -246,3 +254,30 @@ def test_older_smashed_views_count_by_their_kinship_with_the_newest():
     _, fit = best_fit(weighted, starts=starts, **common)
     assert (unweighted.labels == labels).float().mean() < 0.6
     assert (fit.labels == labels).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("share", [0.65, 0.75])
+def test_older_gradients_need_more_kinship_with_the_newest_smashed_data_to_count(share):
+    """The same gradients (a share of them clustered by the labels, the rest by something else) count
+    less once the smashed data of a later epoch are the reference: by (RELATED / OLDER_RELATED)^2 where
+    both fall short of full weight, and not in full where the newest would."""
+    labels = _labels(150, 3, seed=31)
+    draws = torch.rand(len(labels), generator=torch.Generator().manual_seed(32))
+    partly = torch.where(draws < share, labels, _labels(150, 3, seed=33))
+    rows = torch.arange(len(labels))
+    grad = _clusters(partly, 16, spread=0.2, seed=34)
+    views = [
+        View.of(rows, grad, "grad", epoch=0),
+        View.of(rows, _clusters(labels, 16, spread=0.5, seed=35), "smashed", epoch=1),
+        View.of(rows, grad, "grad", epoch=1),
+    ]
+    known_rows, known_labels = _known(labels)
+    older, smashed, newest = view_trust(
+        views, num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=3
+    )
+    assert smashed.weight == 1.0
+    if newest.weight < 1.0:
+        assert older.weight == pytest.approx(newest.weight * (RELATED / OLDER_RELATED) ** 2, rel=1e-6)
+    else:
+        assert older.weight < 1.0
+    assert 0.0 < older.weight < newest.weight
