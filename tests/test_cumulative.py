@@ -281,3 +281,29 @@ def test_older_gradients_need_more_kinship_with_the_newest_smashed_data_to_count
     else:
         assert older.weight < 1.0
     assert 0.0 < older.weight < newest.weight
+
+
+@pytest.mark.parametrize("slack", [0, 1])
+def test_the_incumbent_stays_within_the_margin_unless_the_best_places_more_known_samples_than_the_slack(slack):
+    """The rule of best_fit, checked against the fits computed one by one: among the fits within the
+    margin of the lowest criterion, the one placing the most known samples wins, unless the incumbent's
+    fit is among them and places at most `slack` fewer."""
+    g = torch.Generator().manual_seed(41)
+    labels = _labels(60, 6, seed=42)
+    # Loose clusters: many starts end within the margin of each other, placing different numbers of known samples.
+    vectors = normalise(_clusters(labels, 8, spread=1.5, seed=43))
+    views = [View.of(torch.arange(len(labels)), vectors, "smashed")]
+    known_rows, known_labels = _known(labels)
+    common = dict(num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=6)
+    starts = [(f"start {i}", torch.randint(0, 6, (len(labels),), generator=g)) for i in range(12)]
+    fits = {name: fit_views(views, init=init, settle=0.001, **common) for name, init in starts}
+    lowest = min(fit.criterion for fit in fits.values())
+    close = {name: fit for name, fit in fits.items() if fit.criterion <= lowest + 0.05}
+    most = max(fit.known_agreement for fit in close.values())
+    # An incumbent one known sample short of the best, if the draws gave one; else any close fit.
+    incumbent = next((n for n, f in close.items() if f.known_agreement == most - 1), next(iter(close)))
+    name, _ = best_fit(views, starts=starts, incumbent=incumbent, switch_margin=0.05, incumbent_slack=slack, **common)
+    if close[incumbent].known_agreement >= most - slack:
+        assert name == incumbent
+    else:
+        assert close[name].known_agreement == most and name != incumbent
