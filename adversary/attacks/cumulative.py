@@ -703,9 +703,8 @@ class CumulativeAttacker:
             starts=starts,
             max_iters=self.max_iters,
             incumbent=incumbent,
-            # One known sample of DISTINCT_FROM or more is within chance; before the first epoch end the
-            # labelling is the rounds' provisional one, with nothing chosen to protect.
-            incumbent_slack=1 if self._epochs_ended and self.num_classes >= DISTINCT_FROM else 0,
+            # One known sample of DISTINCT_FROM or more is within chance.
+            incumbent_slack=1 if self.num_classes >= DISTINCT_FROM else 0,
         )
         covered = fit.labels >= 0
         self.labels = torch.where(covered, fit.labels, self.labels)
@@ -767,7 +766,10 @@ class CumulativeAttacker:
         # the gradients carry (randomised labels, noise) no longer outweighs the smashed data.
         starts = list(initial.items())
         if self._known()[0].numel():
-            self._fit(starts, views=self._views, incumbent="cumulative")
+            # Before the first epoch end the attacker's labelling is the rounds' provisional one: nothing
+            # chosen at an epoch end is there to protect, and the best fit wins.
+            incumbent = "cumulative" if self._epochs_ended else None
+            self._fit(starts, views=self._views, incumbent=incumbent)
         # The next epoch starts from this epoch's frame: its smashed centre and the prototypes just rebuilt.
         self._rounds = []
         self._smashed_sum, self._smashed_count = None, 0
