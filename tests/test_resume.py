@@ -77,7 +77,13 @@ def _kill_at(run_dir, role, point, *, resume: bool, extra: tuple[str, ...] = ())
         while True:
             assert runner.poll() is None, f"the run ended before {point}"
             assert time.monotonic() < deadline, f"never reached {point}"
-            records = list(read_jsonl(log)) if log.exists() else []
+            try:
+                records = list(read_jsonl(log)) if log.exists() else []
+            except json.JSONDecodeError:
+                # The resumed run cut the torn line its killed predecessor left and appended after it while
+                # this read: the read straddled the cut and began mid-record. Read again.
+                time.sleep(0.02)
+                continue
             if any(POINTS[point](r) for r in records[seen:]):
                 break
             time.sleep(0.02)
