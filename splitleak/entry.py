@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from splitleak.config import ConfigError, RunConfig, apply_threads, load_config
@@ -41,8 +42,18 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
         action="store_true",
         help="started by splitleak demo, which prints the run's summary: print no final line of its own",
     )
+    parser.add_argument(
+        "--address-from",
+        nargs=2,
+        metavar=("READY_FILE", "KEY"),
+        help="wait for another process's --ready-file, then set KEY to 127.0.0.1:PORT from it "
+        "(splitleak demo starts all three processes at once this way, on loopback)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     args = parser.parse_args(argv)
+    if args.address_from:
+        ready, key = args.address_from
+        args.overrides.append(f"{key}=127.0.0.1:{_wait_for_port(prog, Path(ready))}")
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as err:
@@ -58,6 +69,21 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
         raise SystemExit(2) from None
     logging.getLogger(prog).info("pid %d, run %s, config %s", os.getpid(), config.run.id, args.config or "demo")
     return config, args
+
+
+# How long a process waits for the ready file of the process it calls (as splitleak demo waits for each).
+UPSTREAM_WAIT_S = 120.0
+
+
+def _wait_for_port(prog: str, ready: Path) -> int:
+    """Returns the port in another process's ready file once it is there; exits 1 if it never comes."""
+    deadline = time.monotonic() + UPSTREAM_WAIT_S
+    while time.monotonic() < deadline:
+        if ready.exists():
+            return int(json.loads(ready.read_text())["port"])
+        time.sleep(0.05)
+    print(f"{prog}: {ready} did not appear within {UPSTREAM_WAIT_S:.0f}s: what it calls never served", file=sys.stderr)
+    raise SystemExit(1)
 
 
 # The device key each process runs on.

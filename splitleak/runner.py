@@ -19,7 +19,7 @@ from pathlib import Path
 
 from splitleak.config import RunConfig, apply_threads, dump_config
 from splitleak.data import draw_known_samples, load_dataset, split_ids, write_known_samples
-from splitleak.runlog import claim_run_dir, ensure_run_dir, write_json_atomic
+from splitleak.runlog import SIDE_CHANNEL, claim_run_dir, ensure_run_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -230,20 +230,35 @@ def write_run_config(config: RunConfig) -> Path:
     return path
 
 
-def start_servers(config: RunConfig, config_path: Path, procs: list[_Process], *, resume: bool = False) -> str:
-    """Starts the label party (and the proxy, in proxy mode); returns the address the feature party calls."""
+def launch_servers(config: RunConfig, config_path: Path, procs: list[_Process], *, resume: bool = False) -> Path:
+    """Starts the label party (and the proxy, in proxy mode) without waiting for either; returns the ready file
+    of the one the feature party calls. The proxy waits for the label party's ready file by itself
+    (--address-from), so the processes load their libraries at the same time."""
     run_dir = Path(config.run.dir)
     flags = ["--resume"] if resume else []
     label = _start("label_party", "party_label", config_path, run_dir, flags, capture_log=True)
     procs.append(label)
-    address = f"127.0.0.1:{_wait_ready(label, run_dir)}"
+    ready = run_dir / "ready" / "label_party.json"
     if config.adversary.mode == "proxy":
-        adversary = _start(
-            "adversary", "adversary", config_path, run_dir, [*flags, f"adversary.upstream={address}"], capture_log=True
-        )
-        procs.append(adversary)
-        address = f"127.0.0.1:{_wait_ready(adversary, run_dir)}"
-    return address
+        upstream = ["--address-from", str(ready), "adversary.upstream"]
+        procs.append(_start("adversary", "adversary", config_path, run_dir, [*flags, *upstream], capture_log=True))
+        ready = run_dir / "ready" / "adversary.json"
+    return ready
+
+
+def wait_serving(procs: list[_Process], run_dir: Path) -> str:
+    """Returns the address of the last of procs once each serves; raises DemoError naming the first that
+    exits before it does."""
+    port = 0
+    for proc in procs:
+        port = _wait_ready(proc, run_dir)
+    return f"127.0.0.1:{port}"
+
+
+def start_servers(config: RunConfig, config_path: Path, procs: list[_Process], *, resume: bool = False) -> str:
+    """Starts the label party (and the proxy, in proxy mode); returns the address the feature party calls."""
+    launch_servers(config, config_path, procs, resume=resume)
+    return wait_serving(procs, Path(config.run.dir))
 
 
 def _last_record(path: Path) -> dict | None:
@@ -344,13 +359,19 @@ def run_demo(config: RunConfig, *, resume: bool = False, force: bool = False) ->
     procs: list[_Process] = []
     started = time.time()
     try:
-        address = start_servers(config, config_path, procs, resume=resume)
+        # All three start at once; each waits for the ready file of the one it calls.
+        upstream = launch_servers(config, config_path, procs, resume=resume)
+        servers = list(procs)
         feature = _start(
             "feature_party",
             "party_feature",
             config_path,
             run_dir,
-            [*(["--resume"] if resume else []), "--supervised", f"feature_party.label_party_address={address}"],
+            [
+                *(["--resume"] if resume else []),
+                "--supervised",
+                *("--address-from", str(upstream), "feature_party.label_party_address"),
+            ],
             capture_log=False,
         )
         procs.append(feature)
@@ -362,6 +383,7 @@ def run_demo(config: RunConfig, *, resume: bool = False, force: bool = False) ->
         logging.getLogger("splitleak.demo").info(
             "processes: %s", ", ".join(f"{role} pid {pid}" for role, pid in pids.items())
         )
+        wait_serving(servers, run_dir)
         _watch(feature, procs[:-1])
         wait_servers(procs[:-1], run_dir)
     finally:
@@ -377,7 +399,7 @@ def run_demo(config: RunConfig, *, resume: bool = False, force: bool = False) ->
 
 def run_in_process(config: RunConfig, *, force: bool = False) -> dict:
     """Runs the configured run in this process (label party, tap and feature party, no sockets); returns its summary."""
-    from adversary.tap import SIDE_CHANNEL, build_tap
+    from adversary.tap import build_tap
     from party_feature.link import InProcLink
     from party_feature.party import build_feature_party
     from party_label.server import build_label_party

@@ -7,13 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from conftest import REPO, small_config
 from splitleak.cli import _parse, build_parser
+from splitleak import entry
 from splitleak.config import dump_config, load_config
+from splitleak.entry import announce_ready, parse_process_args
 from splitleak.runner import run_in_process
 
 
@@ -182,3 +185,24 @@ def test_on_a_terminal_log_lines_stay_off_the_progress_bars_and_the_summary_is_p
     for epoch in (1, 2, 3):
         assert any(f"train epoch {epoch}/3" in line and f"{steps}/{steps}" in line for line in bars), epoch
     assert sum("task accuracy" in line for line in lines) == 1, "one final summary, one accuracy"
+
+
+def test_a_process_started_before_the_one_it_calls_waits_for_its_ready_file(tmp_path, monkeypatch, capsys):
+    """splitleak demo starts all three processes at once: the proxy takes its upstream's port from the label
+    party's ready file when it appears, and gives up with a clear message when it never does."""
+    ready = tmp_path / "ready" / "label_party.json"
+    argv = ["--address-from", str(ready), "adversary.upstream", f"run.dir={tmp_path / 'run'}"]
+    writer = threading.Timer(0.3, lambda: announce_ready(ready, role="label_party", port=43210))
+    writer.start()
+    try:
+        config, _ = parse_process_args("adversary", "the proxy", argv)
+    finally:
+        writer.join()
+    assert config.adversary.upstream == "127.0.0.1:43210"
+
+    monkeypatch.setattr(entry, "UPSTREAM_WAIT_S", 0.3)
+    never = ["--address-from", str(tmp_path / "never.json"), "adversary.upstream", f"run.dir={tmp_path / 'run'}"]
+    with pytest.raises(SystemExit) as exit_:
+        parse_process_args("adversary", "the proxy", never)
+    assert exit_.value.code == 1
+    assert "never.json did not appear" in capsys.readouterr().err
