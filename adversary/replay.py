@@ -16,10 +16,9 @@ import torch
 
 from adversary.engine import AttackEngine
 from adversary.scoring import Scorer
-from adversary.tap import SIDE_CHANNEL
 from splitleak.config import apply_threads, load_config
 from splitleak.data import load_dataset, read_known_samples
-from splitleak.runlog import read_jsonl
+from splitleak.runlog import SIDE_CHANNEL, read_jsonl
 
 __all__ = ["replay_run"]
 

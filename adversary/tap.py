@@ -26,12 +26,12 @@ from splitleak.checkpoint import CheckpointError, Checkpoints, is_boundary, keep
 from splitleak.codec import tensor_from_proto
 from splitleak.data import load_dataset, read_known_samples
 from splitleak.entry import device_name
-from splitleak.runlog import JsonlWriter, read_jsonl, write_json_atomic
+from splitleak.runlog import SIDE_CHANNEL, JsonlWriter, read_jsonl, write_json_atomic
 from splitleak.v1 import splitleak_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdversaryFailed", "MESSAGES", "SIDE_CHANNEL", "Tap", "build_tap"]
+__all__ = ["AdversaryFailed", "MESSAGES", "Tap", "build_tap"]
 
 # Method name -> (request type, reply type), to parse what the proxy forwards as bytes.
 MESSAGES = {
@@ -40,8 +40,6 @@ MESSAGES = {
     "Infer": (pb.InferRequest, pb.InferReply),
     "Finish": (pb.FinishRequest, pb.FinishReply),
 }
-# Where the feature party hands its eval-mode embeddings of the known samples to its adversary.
-SIDE_CHANNEL = Path("side_channel") / "known_smashed.npz"
 
 
 @dataclass

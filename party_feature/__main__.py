@@ -8,12 +8,11 @@ from pathlib import Path
 
 import grpc
 
-from adversary.interceptor import TapInterceptor
-from adversary.tap import SIDE_CHANNEL, AdversaryFailed, build_tap
 from party_feature.link import GrpcLink
 from party_feature.party import ResumeError, build_feature_party
 from splitleak.checkpoint import CheckpointError, torch_bytes, write_atomic
 from splitleak.entry import exit_on_bad_input, parse_process_args
+from splitleak.runlog import SIDE_CHANNEL
 
 log = logging.getLogger("party_feature")
 
@@ -22,8 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     config, args = parse_process_args("party_feature", "Drive a split-learning run as the feature party.", argv)
     run_dir = Path(config.run.dir)
     party = exit_on_bad_input("party_feature", lambda: build_feature_party(config))
-    tap = build_tap(config, resume=args.resume) if config.adversary.mode == "interceptor" else None
-    link = GrpcLink(config, interceptors=[TapInterceptor(tap)] if tap else ())
+    tap, interceptors, fatal = None, [], (ResumeError,)
+    if config.adversary.mode == "interceptor":
+        # The adversary's code (its attacks, scikit-learn) is loaded only when it runs in this process.
+        from adversary.interceptor import TapInterceptor
+        from adversary.tap import AdversaryFailed, build_tap
+
+        tap = build_tap(config, resume=args.resume)
+        interceptors, fatal = [TapInterceptor(tap)], (ResumeError, AdversaryFailed)
+    link = GrpcLink(config, interceptors=interceptors)
     known = (
         config.adversary.known_labels if config.feature_party.embed_known and config.adversary.mode != "off" else None
     )
@@ -32,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as err:
         print(f"party_feature: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
-    except (ResumeError, AdversaryFailed) as err:
+    except fatal as err:
         print(f"party_feature: {err}", file=sys.stderr)
         return 1
     except CheckpointError as err:

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["JsonlWriter", "claim_run_dir", "ensure_run_dir", "read_jsonl", "write_json_atomic"]
+__all__ = ["SIDE_CHANNEL", "JsonlWriter", "claim_run_dir", "ensure_run_dir", "read_jsonl", "write_json_atomic"]
 
 # Files whose presence says a directory holds a splitleak run (or a sweep of runs).
 RUN_MARKERS = (
@@ -22,6 +22,8 @@ RUN_MARKERS = (
     "sweep_plan.json",
     "processes.json",
 )
+# Where the feature party hands its eval-mode embeddings of the known samples to its adversary.
+SIDE_CHANNEL = Path("side_channel") / "known_smashed.npz"
 
 
 def claim_run_dir(

@@ -15,9 +15,6 @@ which fixed shuffled batches only approximate); both epsilons are reported.
 from __future__ import annotations
 
 import torch
-from opacus import GradSampleModule
-from opacus.optimizers import DPOptimizer
-from opacus.validators import ModuleValidator
 
 from party_label.defenses.base import DEFENSES, Defense
 from party_label.defenses.mechanisms import clip_and_noise, epsilon_spent, noise_multiplier_for
@@ -46,6 +43,11 @@ class DpSgd(Defense):
         self._generator = torch.Generator().manual_seed(ctx.seed + 32452843)
 
     def wrap_training(self, top, optimizer):
+        # Opacus takes a second to import: the label party loads it only when a run uses DP-SGD.
+        from opacus import GradSampleModule
+        from opacus.optimizers import DPOptimizer
+        from opacus.validators import ModuleValidator
+
         problems = ModuleValidator.validate(top, strict=False)
         if problems:
             raise ConfigError(
