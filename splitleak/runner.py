@@ -370,7 +370,9 @@ def run_demo(config: RunConfig, *, resume: bool = False, force: bool = False) ->
             [
                 *(["--resume"] if resume else []),
                 "--supervised",
-                *("--address-from", str(upstream), "feature_party.label_party_address"),
+                "--address-from",
+                str(upstream),
+                "feature_party.label_party_address",
             ],
             capture_log=False,
         )
@@ -384,8 +386,8 @@ def run_demo(config: RunConfig, *, resume: bool = False, force: bool = False) ->
             "processes: %s", ", ".join(f"{role} pid {pid}" for role, pid in pids.items())
         )
         wait_serving(servers, run_dir)
-        _watch(feature, procs[:-1])
-        wait_servers(procs[:-1], run_dir)
+        _watch(feature, servers)
+        wait_servers(servers, run_dir)
     finally:
         stop_processes(procs, timeout_s=15)
     summary_path = run_dir / "summary.json"
