@@ -206,3 +206,21 @@ def test_a_process_started_before_the_one_it_calls_waits_for_its_ready_file(tmp_
         parse_process_args("adversary", "the proxy", never)
     assert exit_.value.code == 1
     assert "never.json did not appear" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_server_that_dies_before_serving_is_named_and_the_processes_waiting_for_it_are_stopped(tmp_path):
+    """The proxy and the feature party start before the label party serves and wait for its ready file;
+    when it never comes (here: a TLS certificate that is not one), the demo names the label party and
+    stops them."""
+    not_a_cert = tmp_path / "bad.pem"
+    not_a_cert.write_text("not a certificate\n")
+    run_dir = tmp_path / "run"
+    tls = [f"transport.tls.cert={not_a_cert}", f"transport.tls.key={not_a_cert}"]
+    done = _splitleak("demo", "--run-dir", str(run_dir), "train.epochs=1", *tls, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "label_party exited with code 1 before serving" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    pids = json.loads((run_dir / "processes.json").read_text())["pids"]
+    assert set(pids) == {"label_party", "adversary", "feature_party"}
+    _wait_for(lambda: not any(_alive(pid) for pid in pids.values()), timeout_s=30)
