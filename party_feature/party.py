@@ -14,7 +14,7 @@ import torch
 
 from splitleak import PROTOCOL_VERSION
 from splitleak import ui
-from splitleak.checkpoint import Checkpoints, is_boundary, keep_for
+from splitleak.checkpoint import CheckpointError, Checkpoints, is_boundary, keep_for
 from splitleak.codec import tensor_from_proto, tensor_to_proto
 from splitleak.config import config_digest
 from splitleak.data import Split, load_dataset, read_known_samples, split_ids
@@ -141,6 +141,12 @@ class FeatureParty:
         refusals = []
         for epoch, step in reversed(self.checkpoints.steps()):
             try:
+                state = self.checkpoints.load(epoch, step)
+            except CheckpointError as err:
+                log.warning("%s; resuming from an older checkpoint", err)
+                refusals.append(str(err))
+                continue
+            try:
                 self.hello(link, resume_from=(epoch, step))
             except ProtocolError as err:  # the in-process link
                 refusals.append(err.message)
@@ -150,7 +156,7 @@ class FeatureParty:
                     raise
                 refusals.append(err.details())
                 continue
-            self._restore(self.checkpoints.load(epoch, step))
+            self._restore(state)
             log.info("resumed from the checkpoint of step (%d, %d)", epoch, step)
             return (epoch, step + 1) if step + 1 < self.steps_per_epoch else (epoch + 1, 0)
         log.warning(

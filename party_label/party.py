@@ -234,6 +234,10 @@ class LabelParty:
             state = self.checkpoints.load(epoch, step)
         except FileNotFoundError as err:
             raise ProtocolError("FAILED_PRECONDITION", f"label party cannot resume: {err}") from None
+        except CheckpointError as err:
+            # Refused like a step it does not hold: the feature party offers an older one.
+            log.warning("%s; refusing to resume from it", err)
+            raise ProtocolError("FAILED_PRECONDITION", f"label party cannot resume: {err}") from None
         self.top.load_state_dict(state["top"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])

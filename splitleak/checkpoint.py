@@ -17,7 +17,7 @@ __all__ = ["CheckpointError", "Checkpoints", "is_boundary", "keep_for", "torch_b
 
 
 class CheckpointError(OSError):
-    """A checkpoint (or final model) that cannot be written; the message names the file and the cause."""
+    """A checkpoint (or final model) that cannot be written or read back; the message names the file and the cause."""
 
 
 def torch_bytes(obj: Any) -> bytes:
@@ -99,11 +99,15 @@ class Checkpoints:
             self.path(*old).unlink(missing_ok=True)
 
     def load(self, epoch: int, step: int) -> dict[str, Any]:
-        """Returns the checkpoint of step (epoch, step); FileNotFoundError naming the steps held if there is none."""
+        """Returns the checkpoint of step (epoch, step); FileNotFoundError naming the steps held if there is none,
+        CheckpointError naming the file if it cannot be read back (damaged, or cut short by a copy)."""
         import torch
 
         path = self.path(epoch, step)
         if not path.exists():
             held = ", ".join(f"({e}, {s})" for e, s in self.steps()) or "none"
             raise FileNotFoundError(f"no checkpoint of step ({epoch}, {step}) in {self.dir}; it holds: {held}")
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # torch.load raises whatever its unpickler meets in a damaged file
+            raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err

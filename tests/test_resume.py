@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,11 +51,28 @@ def _outcome(run_dir):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def uninterrupted_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("whole")
     done = subprocess.run(_demo(run_dir), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return _outcome(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run):
+    return _outcome(uninterrupted_run)
+
+
+def _assert_same_run(outcome, whole) -> None:
+    summary, bottom, top = outcome
+    whole_summary, whole_bottom, whole_top = whole
+    for name in whole_bottom:
+        assert torch.equal(bottom[name], whole_bottom[name]), f"bottom {name}"
+    for name in whole_top:
+        assert torch.equal(top[name], whole_top[name]), f"top {name}"
+    assert _without_timings(summary["attacks"]) == _without_timings(whole_summary["attacks"])
+    assert summary["leakage"] == whole_summary["leakage"]
+    assert summary["task"]["test_accuracy"] == whole_summary["task"]["test_accuracy"]
 
 
 def _without_timings(rows):
@@ -107,15 +125,8 @@ def test_a_run_killed_at_every_point_and_resumed_equals_the_uninterrupted_run(tm
         _kill_at(run_dir, role, point, resume=i > 0)
     done = subprocess.run(_demo(run_dir, "--resume"), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    summary, bottom, top = _outcome(run_dir)
-    whole_summary, whole_bottom, whole_top = uninterrupted
-    for name in whole_bottom:
-        assert torch.equal(bottom[name], whole_bottom[name]), f"bottom {name}"
-    for name in whole_top:
-        assert torch.equal(top[name], whole_top[name]), f"top {name}"
-    assert _without_timings(summary["attacks"]) == _without_timings(whole_summary["attacks"])
-    assert summary["leakage"] == whole_summary["leakage"]
-    assert summary["task"]["test_accuracy"] == whole_summary["task"]["test_accuracy"]
+    _assert_same_run(_outcome(run_dir), uninterrupted)
+    whole_summary = uninterrupted[0]
     # Every round is in the log once; what a crashed run had written and the resumed one wrote again is
     # marked as the duplicate it is.
     records = list(read_jsonl(run_dir / "attack_log.jsonl"))
@@ -139,6 +150,24 @@ def test_a_run_killed_at_every_point_and_resumed_equals_the_uninterrupted_run(tm
             "seconds": round(time.monotonic() - start, 1),
         }
     )
+
+
+@pytest.mark.parametrize("role", ["label_party", "feature_party"])
+def test_a_damaged_checkpoint_is_named_and_the_run_resumes_from_an_older_one(
+    tmp_path, uninterrupted_run, uninterrupted, role
+):
+    """A checkpoint cut short (as by an interrupted copy of the run directory) is refused, named in the log,
+    and the run resumes from the newest older step every process holds: it still equals the whole run."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted_run, run_dir)
+    (run_dir / "summary.json").unlink()
+    newest = sorted((run_dir / "checkpoints" / role).glob("step-*.pt"))[-1]
+    newest.write_bytes(newest.read_bytes()[:100])
+    done = subprocess.run(_demo(run_dir, "--resume"), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_run(_outcome(run_dir), uninterrupted)
+    log = done.stderr + "".join(p.read_text() for p in (run_dir / "logs").glob("*.log"))
+    assert f"cannot read checkpoint {newest}" in log, log[-3000:]
 
 
 def test_label_dp_with_a_learnt_prior_and_mixup_survives_a_crash_of_the_label_party(tmp_path):
