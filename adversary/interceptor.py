@@ -41,7 +41,7 @@ class TapInterceptor(grpc.UnaryUnaryClientInterceptor):
         if name == "Hello" and request.HasField("resume_from"):
             point = (request.resume_from.epoch, request.resume_from.step)
             if not self._tap.holds(*point):
-                raise ResumeRefused(f"adversary cannot resume: no checkpoint of step {point}")
+                raise ResumeRefused(f"adversary cannot resume: no readable checkpoint of step {point}")
         start = time.perf_counter()
         outcome = continuation(client_call_details, request)
         latency = time.perf_counter() - start

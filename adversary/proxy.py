@@ -76,7 +76,7 @@ class _Forwarder:
                 held = ", ".join(map(str, self._tap.checkpoints.steps())) or "none"
                 context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    f"adversary cannot resume: no checkpoint of step {point} (it holds: {held})",
+                    f"adversary cannot resume: no readable checkpoint of step {point} (it holds: {held})",
                 )
 
 

@@ -216,8 +216,14 @@ class Tap:
         return self._front.failure
 
     def holds(self, epoch: int, step: int) -> bool:
-        """Returns whether this adversary can resume from step (epoch, step)."""
-        return (epoch, step) in self.checkpoints.steps()
+        """Returns whether this adversary can resume from step (epoch, step): it holds its checkpoint, and the
+        checkpoint reads back (one cut short by a copy is refused, named, so that the run goes back further)."""
+        if (epoch, step) not in self.checkpoints.steps():
+            return False
+        damage = self.checkpoints.damage(epoch, step)
+        if damage is not None:
+            log.warning("%s; refusing to resume from it", damage)
+        return damage is None
 
     def close(self, timeout_s: float | None = None) -> None:
         """Drains the queue, runs what is pending, writes summary.json and closes the log."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,17 @@ class Checkpoints:
             raise CheckpointError(f"cannot write checkpoint {target}: {err.strerror or err}") from err
         for old in self.steps()[: -self.keep]:
             self.path(*old).unlink(missing_ok=True)
+
+    def damage(self, epoch: int, step: int) -> str | None:
+        """Returns why the checkpoint of step (epoch, step) cannot be read back (None if it can): checked
+        without unpickling it, by the CRC of every member of torch's zip archive."""
+        path = self.path(epoch, step)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (OSError, zipfile.BadZipFile) as err:
+            return f"cannot read checkpoint {path}: {err}"
+        return None if bad is None else f"cannot read checkpoint {path}: {bad} fails its CRC"
 
     def load(self, epoch: int, step: int) -> dict[str, Any]:
         """Returns the checkpoint of step (epoch, step); FileNotFoundError naming the steps held if there is none,

@@ -152,7 +152,7 @@ def test_a_run_killed_at_every_point_and_resumed_equals_the_uninterrupted_run(tm
     )
 
 
-@pytest.mark.parametrize("role", ["label_party", "feature_party"])
+@pytest.mark.parametrize("role", ROLES)
 def test_a_damaged_checkpoint_is_named_and_the_run_resumes_from_an_older_one(
     tmp_path, uninterrupted_run, uninterrupted, role
 ):
