@@ -93,7 +93,10 @@ def render(figures: dict, *, seconds: float, versions: str) -> str:
             "**Fuzzing** (`tests/test_fuzz.py`, hypothesis, derandomized): malformed Hello, TrainStep, Infer and "
             "Finish messages (absurd shapes and dtypes, sizes that do not add up, NaN, Inf and 3e38, unknown and "
             "duplicate ids, long request ids, bytes that are no protobuf) at a label-party process mid-run, "
-            "directly and through an adversary-proxy process.\n\n"
+            "directly and through an adversary-proxy process. The messages are the same on every run of one "
+            "commit; across commits they change, because Hypothesis draws some strings and numbers from the "
+            "literals of the project's own source (here, dtype names such as 'proxy' or 'random'), so the "
+            "statuses shift when the code does.\n\n"
             + _table(
                 ["target", "messages", "statuses", "RSS growth (MB)", "valid requests afterwards"],
                 [
