@@ -22,6 +22,7 @@ __all__ = [
     "device_name",
     "exit_on_bad_input",
     "parse_process_args",
+    "ready_port",
     "serve_until_done",
     "stop_event",
 ]
@@ -71,18 +72,24 @@ def parse_process_args(prog: str, description: str, argv: list[str] | None) -> t
     return config, args
 
 
-# How long a process waits for the ready file of the process it calls (as splitleak demo waits for each).
-UPSTREAM_WAIT_S = 120.0
+# How long splitleak demo waits for a process to serve, and a process for the ready file of the one it calls.
+READY_WAIT_S = 120.0
+
+
+def ready_port(path: Path) -> int | None:
+    """Returns the port a process wrote to its ready file (announce_ready), or None while there is none."""
+    return int(json.loads(path.read_text())["port"]) if path.exists() else None
 
 
 def _wait_for_port(prog: str, ready: Path) -> int:
     """Returns the port in another process's ready file once it is there; exits 1 if it never comes."""
-    deadline = time.monotonic() + UPSTREAM_WAIT_S
+    deadline = time.monotonic() + READY_WAIT_S
     while time.monotonic() < deadline:
-        if ready.exists():
-            return int(json.loads(ready.read_text())["port"])
+        port = ready_port(ready)
+        if port is not None:
+            return port
         time.sleep(0.05)
-    print(f"{prog}: {ready} did not appear within {UPSTREAM_WAIT_S:.0f}s: what it calls never served", file=sys.stderr)
+    print(f"{prog}: {ready} did not appear within {READY_WAIT_S:.0f}s: what it calls never served", file=sys.stderr)
     raise SystemExit(1)
 
 

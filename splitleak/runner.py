@@ -19,6 +19,7 @@ from pathlib import Path
 
 from splitleak.config import RunConfig, apply_threads, dump_config
 from splitleak.data import draw_known_samples, load_dataset, split_ids, write_known_samples
+from splitleak.entry import READY_WAIT_S, ready_port
 from splitleak.runlog import SIDE_CHANNEL, claim_run_dir, ensure_run_dir, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -185,13 +186,13 @@ def _start_on_terminal(role: str, cmd: list[str]) -> _Process:
     return proc
 
 
-def _wait_ready(proc: _Process, run_dir: Path, timeout_s: float = 120.0) -> int:
+def _wait_ready(proc: _Process, run_dir: Path, timeout_s: float = READY_WAIT_S) -> int:
     ready = run_dir / "ready" / f"{proc.role}.json"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if ready.exists():
-            info = json.loads(ready.read_text())
-            return int(info["port"])
+        port = ready_port(ready)
+        if port is not None:
+            return port
         if proc.popen.poll() is not None:
             raise DemoError(
                 f"{proc.role} exited with code {proc.popen.returncode} before serving: {proc.last_error()} "

@@ -200,7 +200,7 @@ def test_a_process_started_before_the_one_it_calls_waits_for_its_ready_file(tmp_
         writer.join()
     assert config.adversary.upstream == "127.0.0.1:43210"
 
-    monkeypatch.setattr(entry, "UPSTREAM_WAIT_S", 0.3)
+    monkeypatch.setattr(entry, "READY_WAIT_S", 0.3)
     never = ["--address-from", str(tmp_path / "never.json"), "adversary.upstream", f"run.dir={tmp_path / 'run'}"]
     with pytest.raises(SystemExit) as exit_:
         parse_process_args("adversary", "the proxy", never)
