@@ -29,6 +29,16 @@ step reassigns every sample to the class that maximises the weighted sum,
 which is a majorisation step (log W <= log W' + (W - W') / W'), so the
 criterion never increases and the fit converges.
 
+Each epoch also gives a third look, across the channels: the smashed data
+mapped by the least-squares linear predictor of the gradients (ridge
+regression, cross_channel). What the defenses add to the gradients (DP noise,
+randomised labels, Marvell's noise) does not depend on the smashed data given
+the labels, so the regression averages it out over the epoch and keeps the
+part of the gradients that the smashed data predict: the labels' direction,
+for as long as the top model has not fitted them. It counts half, as each
+smashed geometry does, and is not weighted by view_trust: it is built from the
+smashed data and follows them where the gradients carry nothing.
+
 Which views to trust is decided from unlabelled evidence. The label party's
 defenses act on the gradients it returns (noise, randomised labels, Marvell);
 none acts on the smashed data, which the feature party computes itself and
@@ -77,6 +87,7 @@ __all__ = [
     "View",
     "ViewFit",
     "best_fit",
+    "cross_channel",
     "fit_views",
     "natural_clusters",
     "track_prototypes",
@@ -95,6 +106,10 @@ RELATED = 0.3
 # epoch's gradients (mixup-blended, 0.37 of their own labels right) shared 0.31 with the second epoch's
 # smashed data and outvoted them.
 OLDER_RELATED = 0.45
+# The ridge of cross_channel, relative to the smashed data's mean variance per coordinate.
+CROSS_RIDGE = 0.1
+# The weight of the cross-channel view: half a look, as each of the smashed data's two geometries.
+CROSS_WEIGHT = 0.5
 # From this many classes on, a gradient view whose unseeded k-means puts every known sample in a cluster
 # of its own counts in full: by chance (clusters unrelated to the labels) that happens with
 # probability K!/K^K, under 0.1 from 4 classes on.
@@ -112,7 +127,7 @@ class View:
     rows: torch.Tensor
     vectors: torch.Tensor
     dims: float
-    # "grad" or "smashed" (empty when it does not matter).
+    # "grad", "smashed" or "cross" (cross_channel; empty when it does not matter).
     channel: str = ""
     # How far the fit trusts the view: its precision and its share of the criterion are scaled by this.
     weight: float = 1.0
@@ -202,6 +217,25 @@ def _view_scores(
         scores.index_add_(0, view.rows, -precision * d2)
     scores[:, ~present_anywhere] = float("-inf")
     return scores, criterion / (total_scale if total_scale > 0 else 1.0)
+
+
+def cross_channel(smashed: torch.Tensor, grad: torch.Tensor, *, ridge: float = CROSS_RIDGE) -> torch.Tensor | None:
+    """Returns the gradients as the smashed data predict them: ridge regression of grad on smashed, both centred.
+
+    The fitted values X B, B = (X'X / n + r I)^-1 X'G / n, with r = ridge times the mean variance per
+    coordinate of X (scikit-learn's Ridge with alpha = n r and an intercept gives the same). None when
+    the smashed data do not vary (nothing to predict from).
+    """
+    x = (smashed - smashed.mean(dim=0)).double()
+    g = (grad - grad.mean(dim=0)).double()
+    n, width = x.shape
+    covariance = x.T @ x / n
+    variance = float(torch.trace(covariance)) / width
+    if variance <= 0:
+        return None
+    eye = torch.eye(width, dtype=covariance.dtype, device=covariance.device)
+    coefficients = torch.linalg.solve(covariance + ridge * variance * eye, x.T @ g / n)
+    return (x @ coefficients).to(smashed.dtype)
 
 
 def fit_views(
@@ -660,7 +694,8 @@ class CumulativeAttacker:
         self._smashed_centre = self._smashed_sum / self._smashed_count
 
     def _epoch_views(self) -> list[View]:
-        """Returns this epoch's views so far: its unit gradients, and its smashed data in two geometries.
+        """Returns this epoch's views so far: its unit gradients, its smashed data in two geometries, and
+        the smashed data seen through the gradients (cross_channel).
 
         The smashed data are looked at centred on the epoch's mean (the unified space) and as the engine
         framed them (the single attacks' geometry: not centred again). Which of the two separates the
@@ -675,11 +710,16 @@ class CumulativeAttacker:
         unit = self._unit(raw, raw["smashed"].mean(dim=0))
         keep = max(16, 4 * self.num_classes)
         epoch = self._epochs_ended
-        return [
+        views = [
             View.of(rows, unit["grad"], "grad", keep=keep, epoch=epoch),
             View.of(rows, unit["smashed"], "smashed", keep=keep, epoch=epoch).weighted(0.5),
             View.of(rows, normalise(raw["smashed"]), "smashed", keep=keep, epoch=epoch).weighted(0.5),
         ]
+        predicted = cross_channel(unit["smashed"], unit["grad"])
+        if predicted is not None:
+            cross = View.of(rows, normalise(predicted), "cross", keep=keep, epoch=epoch)
+            views.append(cross.weighted(CROSS_WEIGHT))
+        return views
 
     def _fit(self, starts: list[tuple[str, torch.Tensor]], *, views: list[View], incumbent: str | None) -> None:
         known_rows, known_labels = self._known()
