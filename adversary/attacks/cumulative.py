@@ -124,6 +124,15 @@ ONE_DIRECTION = 1.5
 DISTINCT_FROM = 4
 
 
+def _participation_ratio(covariance: torch.Tensor) -> float:
+    """Returns (sum of the eigenvalues)^2 / (sum of their squares) of a covariance (or scatter) matrix,
+    from its trace and Frobenius norm, between 1 and its width."""
+    total = float(torch.trace(covariance))
+    spread = float((covariance * covariance).sum())
+    dims = total * total / spread if spread > 0 else 1.0
+    return max(1.0, min(dims, float(covariance.shape[0])))
+
+
 @dataclass(frozen=True)
 class View:
     """One look at some samples: their rows in the attacker's sample index, and their unit vectors.
@@ -166,10 +175,7 @@ class View:
             top = axes[:, -keep:].to(vectors.dtype)
             vectors, centred = vectors @ top, centred @ top
             covariance = centred.T @ centred
-        total = float(torch.trace(covariance))
-        spread = float((covariance * covariance).sum())
-        dims = total * total / spread if spread > 0 else 1.0
-        return cls(rows, vectors, max(1.0, min(dims, float(vectors.shape[1]))), channel, epoch=epoch)
+        return cls(rows, vectors, _participation_ratio(covariance), channel, epoch=epoch)
 
 
 @dataclass(frozen=True)
@@ -255,7 +261,8 @@ def cross_directions(predicted: torch.Tensor) -> torch.Tensor:
     within-class variance outweighs every other view, wherever the line splits the samples. Scaled as a
     whole they keep their spread along the line, and with it their real precision.
     """
-    if View.of(torch.empty(0), predicted).dims < ONE_DIRECTION:
+    centred = predicted - predicted.mean(dim=0, keepdim=True)
+    if _participation_ratio(centred.T @ centred) < ONE_DIRECTION:
         rms = float(predicted.pow(2).sum(dim=1).mean().sqrt())
         return predicted / rms if rms > 0 else predicted
     return normalise(predicted)
