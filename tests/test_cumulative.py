@@ -425,7 +425,7 @@ def test_among_close_fits_the_most_central_wins_and_the_incumbent_yields_only_to
     most = max(fit.known_agreement for fit in close.values())
     eligible = [name for name, fit in close.items() if fit.known_agreement >= most - slack]
     best = max(eligible, key=lambda name: (central[name], close[name].known_agreement, -close[name].criterion))
-    rule = dict(switch_margin=0.05, incumbent_slack=slack)
+    rule = dict(switch_margin=0.05, known_slack=slack)
     name, _ = best_fit(views, starts=starts, **rule, **common)
     assert name == best
     outcomes = set()

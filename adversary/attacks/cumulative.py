@@ -343,13 +343,13 @@ def best_fit(
     max_iters: int = 100,
     incumbent: str | None = None,
     switch_margin: float = 0.005,
-    incumbent_slack: int = 0,
+    known_slack: int = 0,
 ) -> tuple[str, ViewFit]:
     """Returns (name of the start, fit) of the best fit from any start (name, initial labelling).
 
     The fits within switch_margin of the lowest criterion (the within-class variance larger by about
     that fraction at most) are the ones the views cannot tell apart. Among them, those that place at
-    most incumbent_slack fewer known samples in their own class than the most are eligible, and the
+    most known_slack fewer known samples in their own class than the most are eligible, and the
     best is the eligible fit the close fits agree with most (mean share of equal labels: the consensus
     of fits that each ended in a local optimum of their own; with fewer than three close fits no fit is
     more central), then the one placing more known samples, then the lower criterion. Agreement with
@@ -387,11 +387,11 @@ def best_fit(
     ranked = [
         (central[i], fit.known_agreement, -fit.criterion, i)
         for i, (_, fit) in enumerate(close)
-        if fit.known_agreement >= most - incumbent_slack
+        if fit.known_agreement >= most - known_slack
     ]
     best = max(ranked)[3]
     held = next((i for i, item in enumerate(close) if item[0] == incumbent), None)
-    if held is not None and close[held][1].known_agreement >= most - incumbent_slack:
+    if held is not None and close[held][1].known_agreement >= most - known_slack:
         if central[best] <= central[held] + CENTRAL_MARGIN:
             return close[held]
     return close[best]
@@ -807,7 +807,7 @@ class CumulativeAttacker:
             max_iters=self.max_iters,
             incumbent=incumbent,
             # One known sample of DISTINCT_FROM or more is within chance.
-            incumbent_slack=1 if self.num_classes >= DISTINCT_FROM else 0,
+            known_slack=1 if self.num_classes >= DISTINCT_FROM else 0,
         )
         covered = fit.labels >= 0
         self.labels = torch.where(covered, fit.labels, self.labels)
