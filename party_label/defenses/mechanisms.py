@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 
 __all__ = [
     "ALPHAS",
@@ -152,6 +151,10 @@ def marvell_solve(*, g: float, p: float, power: float, d: int, u: float, v: floa
     x0 = np.array([power, power / d if perp else 0.0, power, power / d if perp else 0.0])
     weights = np.array([1 - p, (1 - p) * (d - 1), p, p * (d - 1)])
     bounds = [(0.0, None), (0.0, None if perp else 0.0), (0.0, None), (0.0, None if perp else 0.0)]
+    # Imported here: only Marvell needs SciPy's optimiser, whose import takes half a second of every
+    # label party's start.
+    from scipy.optimize import minimize
+
     result = minimize(
         lambda x: _sum_kl(x, g=g, d=d, u=u, v=v, floor=floor),
         x0,
