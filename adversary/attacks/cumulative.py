@@ -355,9 +355,10 @@ def best_fit(
     most incumbent_slack fewer known samples in their own class than the most are eligible, and the
     best is the eligible fit the close fits agree with most (mean share of equal labels: the consensus
     of fits that each ended in a local optimum of their own; fits of one optimum count once, and with
-    fewer than three optima no fit is more central: _centrality), then the one placing more known samples, then the lower criterion. Agreement with
-    the known samples does not rank first: one sample per class is a noisy vote, and a fit grown
-    around the known samples in a view without structure places every one of them in its own class.
+    fewer than three optima no fit is more central: _centrality), then the one placing more known
+    samples, then the lower criterion. Agreement with the known samples does not rank first: one
+    sample per class is a noisy vote, and a fit grown around the known samples in a view without
+    structure places every one of them in its own class.
     The fit from the incumbent start (the attacker's own labelling) stays when it is eligible and the
     best is not more central by more than CENTRAL_MARGIN: small differences must not overturn what
     the attacker already holds. It yields where the evidence sides against it (SimpleNet, block 5:
