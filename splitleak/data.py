@@ -114,6 +114,50 @@ class Dataset:
         return labels
 
 
+def _bundled(name: str) -> Path | None:
+    """Returns the path of a data file scikit-learn ships (sklearn/datasets/data/NAME), found without importing
+    scikit-learn; None where this scikit-learn lays its files out otherwise.
+
+    Importing scikit-learn costs about 3 s of CPU, and a demo pays it in three processes (the check before
+    the parties start, the label party, the feature party) for a file NumPy reads in milliseconds. The
+    loaders below read the files as scikit-learn's own `load_*` functions do, and fall back to them;
+    tests/test_data.py checks both give the same arrays.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / name
+        if path.is_file():
+            return path
+    return None
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Returns scikit-learn's digits as (images (1797, 8, 8) float64 in 0..16, targets int64)."""
+    path = _bundled("digits.csv.gz")
+    if path is None:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.images, bunch.target.astype(np.int64)
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+
+
+def load_breast_cancer_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Returns scikit-learn's breast cancer set as (features (569, 30) float64, targets int64)."""
+    path = _bundled("breast_cancer.csv")
+    if path is None:
+        from sklearn.datasets import load_breast_cancer
+
+        bunch = load_breast_cancer()
+        return bunch.data, bunch.target.astype(np.int64)
+    # The first line holds the counts and the class names; then one sample per line, its target last.
+    data = np.loadtxt(path, delimiter=",", skiprows=1)
+    return data[:, :-1], data[:, -1].astype(np.int64)
+
+
 @DATASETS.register("digits")
 class Digits(Dataset):
     """scikit-learn's bundled 8x8 digits (1,797 samples, 10 classes)."""
@@ -122,15 +166,11 @@ class Digits(Dataset):
     native_shape = (1, 8, 8)
 
     def features(self) -> np.ndarray:
-        from sklearn.datasets import load_digits
-
-        images = load_digits().images.astype(np.float32) / 16.0
+        images = load_digits_arrays()[0].astype(np.float32) / 16.0
         return self._resized(self._limit(images[:, None, :, :]))
 
     def labels(self) -> np.ndarray:
-        from sklearn.datasets import load_digits
-
-        return self._limit(load_digits().target.astype(np.int64))
+        return self._limit(load_digits_arrays()[1])
 
 
 @DATASETS.register("breast_cancer")
@@ -141,18 +181,14 @@ class BreastCancer(Dataset):
     native_shape = (30,)
 
     def features(self) -> np.ndarray:
-        from sklearn.datasets import load_breast_cancer
-
-        x = self._limit(load_breast_cancer().data.astype(np.float32))
+        x = self._limit(load_breast_cancer_arrays()[0].astype(np.float32))
         # Standardise with statistics of the training split only.
         train = split_ids(len(x), test_fraction=self.cfg.test_fraction, seed=self.seed).train_ids
         mean, std = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
         return ((x - mean) / std).astype(np.float32)
 
     def labels(self) -> np.ndarray:
-        from sklearn.datasets import load_breast_cancer
-
-        return self._limit(load_breast_cancer().target.astype(np.int64))
+        return self._limit(load_breast_cancer_arrays()[1])
 
 
 @DATASETS.register("synthetic")

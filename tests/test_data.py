@@ -8,7 +8,9 @@ from conftest import MNIST_DIR, needs_mnist, small_config
 from splitleak.data import (
     DataError,
     draw_known_samples,
+    load_breast_cancer_arrays,
     load_dataset,
+    load_digits_arrays,
     read_idx,
     read_known_samples,
     split_ids,
@@ -23,6 +25,21 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert not set(a.train_ids) & set(a.test_ids)
     assert sorted([*a.train_ids, *a.test_ids]) == list(range(1000))
     assert not np.array_equal(split_ids(1000, test_fraction=0.2, seed=4).test_ids, a.test_ids)
+
+
+def test_bundled_files_read_without_scikit_learn_equal_its_loaders():
+    """The digits and breast cancer files are read straight from scikit-learn's package folder (its import costs
+    seconds per process); the arrays must be scikit-learn's own, bit for bit."""
+    from sklearn.datasets import load_breast_cancer, load_digits
+
+    images, targets = load_digits_arrays()
+    digits = load_digits()
+    assert np.array_equal(images, digits.images) and images.dtype == digits.images.dtype
+    assert np.array_equal(targets, digits.target)
+    features, targets = load_breast_cancer_arrays()
+    cancer = load_breast_cancer()
+    assert np.array_equal(features, cancer.data) and features.dtype == cancer.data.dtype
+    assert np.array_equal(targets, cancer.target)
 
 
 @pytest.mark.parametrize(
