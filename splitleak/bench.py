@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from splitleak.config import ConfigError, load_config
 
@@ -25,6 +24,8 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def _machine() -> str:
+    import torch
+
     return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}"
 
 
@@ -169,6 +170,8 @@ def cumulative_cost(run_dir: Path) -> dict:
 
 def bench_attacks(run_dir: Path, repeats: int) -> list[dict]:
     """Returns the median time of each epoch-level attack on the last captured epoch of a run."""
+    import torch
+
     from adversary.engine import AttackEngine
     from splitleak.data import load_dataset, read_known_samples
 
@@ -256,6 +259,8 @@ def _cmd_transport(args) -> int:
 
 def _cmd_synthetic(args) -> int:
     import json
+
+    import torch
 
     from splitleak.bench_synthetic import bench_synthetic
     from splitleak.entry import device_name
