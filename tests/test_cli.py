@@ -128,8 +128,25 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_ctrl_c_stops_the_demo_and_every_process_it_started(tmp_path):
     run_dir = tmp_path / "run"
+    # As from a shell on a terminal: SIGINT at its default action. A process may inherit it ignored (a
+    # background job of a shell without job control, some test runners' workers), and Python then ignores
+    # Ctrl-C too; so the demo is exec'd from a trampoline that restores the default first (same pid).
+    trampoline = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, sys.argv[1:])"
+    )
     demo = subprocess.Popen(
-        [sys.executable, "-m", "splitleak.cli", "demo", "--run-dir", str(run_dir), "train.epochs=50"],
+        [
+            sys.executable,
+            "-c",
+            trampoline,
+            sys.executable,
+            "-m",
+            "splitleak.cli",
+            "demo",
+            "--run-dir",
+            str(run_dir),
+            "train.epochs=50",
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
