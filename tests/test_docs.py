@@ -97,7 +97,8 @@ def test_readme_commands_run_from_the_venv_and_parse():
 @pytest.mark.slow
 def test_the_readme_runnable_shell_blocks_run_as_shown(tmp_path):
     """After `make demo`, the README's runnable shell blocks run as written from the repository root
-    (here a scratch copy of it: configs/ and ../shared linked), with one epoch per demo to keep it short."""
+    (here a scratch copy of it: configs/ and ../shared linked), with one epoch and at most 2,000 samples per
+    demo to keep it short (tests/test_e2e.py runs the MNIST demo whole)."""
     import os
     import subprocess
     import sys
@@ -114,7 +115,7 @@ def test_the_readme_runnable_shell_blocks_run_as_shown(tmp_path):
     def run(command: str) -> None:
         command = command.replace(".venv/bin/", f"{bin_dir}/")
         if " demo" in command:
-            command += " train.epochs=1"
+            command += " train.epochs=1 data.max_samples=2000"
         done = subprocess.run(command, shell=True, cwd=root, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-3000:])
 
