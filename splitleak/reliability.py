@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "reliability.md"
 TESTS = [
     "tests/test_resume.py",
+    "tests/test_resume_label_dp.py",
     "tests/test_full_disk.py",
     "tests/test_fuzz.py",
     "tests/test_label_party_grpc.py::test_finish_is_no_label_oracle",
