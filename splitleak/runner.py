@@ -49,9 +49,15 @@ class _Process:
     log_path: Path | None
     # The last lines the process printed (kept in memory: its log file may sit on a full disk).
     tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=40))
+    # The thread that copies its output and fills `tail`.
+    reader: threading.Thread | None = None
 
     def last_error(self) -> str:
-        """Returns the process's last line that reads like an error, or its last line."""
+        """Returns the process's last line that reads like an error, or its last line. Once the process has
+        exited, waits (a little) for the copy of its output to reach the end: the line that says why it
+        exited is its last."""
+        if self.reader is not None and self.popen.poll() is not None:
+            self.reader.join(timeout=5)
         lines = [line.strip() for line in self.tail if line.strip()]
         for line in reversed(lines):
             if any(word in line for word in ("ERROR", "Error", "error:", "cannot", "UNAVAILABLE", "FAILED")):
@@ -139,7 +145,8 @@ def _start(
     popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     proc = _Process(role, popen, log_path)
     echo = None if capture_log else sys.stderr
-    threading.Thread(target=_tee, args=(proc, popen.stdout, log_file, echo), daemon=True).start()
+    proc.reader = threading.Thread(target=_tee, args=(proc, popen.stdout, log_file, echo), daemon=True)
+    proc.reader.start()
     return proc
 
 
@@ -182,7 +189,8 @@ def _start_on_terminal(role: str, cmd: list[str]) -> _Process:
             proc.tail.extend(line.rsplit("\r", 1)[-1] + "\n" for line in lines)
         os.close(master)
 
-    threading.Thread(target=copy, daemon=True).start()
+    proc.reader = threading.Thread(target=copy, daemon=True)
+    proc.reader.start()
     return proc
 
 
@@ -326,18 +334,29 @@ def wait_servers(procs: list[_Process], run_dir: Path, *, stall_s: float = 180.0
             )
 
 
+def _raise_if_a_server_failed(servers: list[_Process]) -> None:
+    for proc in servers:
+        if proc.popen.poll() not in (None, 0):
+            raise DemoError(
+                f"{proc.role} exited with code {proc.popen.returncode} during the run: {proc.last_error()} "
+                f"(see {proc.log_path}; continue the run with --resume)"
+            )
+
+
 def _watch(feature: _Process, servers: list[_Process]) -> None:
     """Waits for the feature party to end; a server that fails before it ends the run at once, named. (A
     server that exits 0 has seen the run's Finish; the feature party ends right after it.)"""
     while feature.popen.poll() is None:
-        for proc in servers:
-            if proc.popen.poll() not in (None, 0):
-                raise DemoError(
-                    f"{proc.role} exited with code {proc.popen.returncode} during the run: {proc.last_error()} "
-                    f"(see {proc.log_path}; continue the run with --resume)"
-                )
+        _raise_if_a_server_failed(servers)
         time.sleep(0.2)
     if feature.popen.returncode != 0:
+        # The feature party may have failed because a server did (the adversary out of disk space, say), and
+        # exited first: the server that failed is the cause to name.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(p.popen.poll() is None for p in servers):
+            _raise_if_a_server_failed(servers)
+            time.sleep(0.1)
+        _raise_if_a_server_failed(servers)
         raise DemoError(
             f"feature party exited with code {feature.popen.returncode}: {feature.last_error()} "
             "(continue the run with --resume)"
