@@ -37,7 +37,7 @@ results: $(STAMP)
 	$(BIN)/splitleak results --force
 
 # Runs the crash-safety tests (kills, full disk, fuzzing, Finish) and writes their figures into
-# docs/reliability.md (about 12 minutes on 2 cores: every process killed at every point).
+# docs/reliability.md (about 8 minutes on 2 cores: every process killed at every point).
 reliability: $(STAMP)
 	$(BIN)/python -m splitleak.reliability
 
