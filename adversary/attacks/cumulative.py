@@ -126,7 +126,9 @@ DISTINCT_FROM = 4
 # reference of their epoch: by chance that recognition happens with probability K!/K^K, under 0.01 from
 # 7 classes on (0.094 at 4: noisy gradients of four classes, recognised by chance, outvoted the smashed
 # data). The same epoch's smashed data and cross-channel view then count by their kinship with the
-# gradients' partition, as NMI^2 (related = 1): in full only where they tell the same story.
+# gradients' partition, as NMI^2 (related = 1): in full only where they tell the same story. Smashed
+# data 0.94 right shared 0.85 with gradients 1.00 right (weight 0.72); those of a fresh bottom model,
+# 0.40 right, shared 0.52 (weight 0.27).
 RECOGNISED_RELATED = 1.0
 REFERENCE_FROM = 7
 # There a gradient view's own clusters (natural_clusters) are the best of at least this many k-means++
