@@ -325,7 +325,7 @@ class AttackEngine:
                     scores=self.cumulative.binary_scores(ids),
                     reference=(
                         f"epochs 0-{epoch}, both channels (newest gradient view weighted "
-                        f"{self.cumulative.grad_weight:.3g}); fit started from {self.cumulative.last_choice}"
+                        f"{self.cumulative.grad_weight:.3g}); {self.cumulative.last_choice}"
                     ),
                     extra={
                         "agreement_with_previous_epoch": agreement,

@@ -23,6 +23,7 @@ from adversary.attacks.cumulative import (
     cross_channel,
     cross_directions,
     fit_views,
+    named_by_known_samples,
     view_trust,
 )
 from adversary.attacks.similarity import normalise
@@ -462,3 +463,23 @@ def test_the_incumbent_stays_within_the_margin_unless_a_fit_places_more_known_sa
             outcomes.add("beaten" if held.known_agreement >= best.known_agreement - slack else "fewer known")
     # The draws give every case the rule tells apart (with no slack the best cannot place more and be held off).
     assert outcomes == ({"held", "fewer known"} if slack == 0 else {"held", "beaten", "fewer known"}), outcomes
+
+
+def test_a_fit_whose_clusters_carry_other_names_is_renamed_by_the_known_samples():
+    """Ten tight clusters, fitted from a labelling with the names shifted by one: the fit keeps the wrong
+    names (each known sample clamped alone in a cluster of another's members), and its views place no
+    known sample in its own class. Renamed by the known samples it is right everywhere, with the same
+    criterion; a fit with the right names is left as it is."""
+    labels = _labels(30, 10, seed=51)
+    views = [View.of(torch.arange(len(labels)), _clusters(labels, 32, spread=0.2, seed=52), "smashed")]
+    known_rows, known_labels = _known(labels)
+    common = dict(known_rows=known_rows, known_labels=known_labels, num_classes=10)
+    shifted = fit_views(views, num_rows=len(labels), init=(labels + 1) % 10, **common)
+    assert shifted.known_agreement == 0
+    assert (shifted.labels == labels).float().mean() < 0.1
+    renamed = named_by_known_samples(views, shifted, **common)
+    assert torch.equal(renamed.labels, labels)
+    assert renamed.known_agreement == 10 and renamed.criterion == shifted.criterion
+    assert torch.equal(renamed.scores.argmax(dim=1)[labels >= 0], labels)
+    right = fit_views(views, num_rows=len(labels), init=labels, **common)
+    assert torch.equal(named_by_known_samples(views, right, **common).labels, right.labels)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from scipy.optimize import linear_sum_assignment
 
 __all__ = [
     "Frame",
@@ -19,6 +20,7 @@ __all__ = [
     "kmeans",
     "kmeans_plus_plus",
     "kmeans_restarted",
+    "name_by_known",
     "nearest_centroid",
     "normalise",
     "random_frame",
@@ -259,3 +261,24 @@ def kmeans_restarted(
         if best is None or inertia < best[0]:
             best = inertia, assign, centroids
     return best[1], best[2]
+
+
+def name_by_known(assign_known: torch.Tensor, known_labels: torch.Tensor, seed_classes: torch.Tensor) -> torch.Tensor:
+    """Returns the class name of each cluster: the class whose known samples it holds most of.
+
+    Cluster j was seeded by seed_classes[j]; that naming breaks ties, so it
+    changes only when the known samples themselves say otherwise (e.g. two
+    known samples that converged into each other's clusters swap the names:
+    an inverted labelling the attacker recognises by itself).
+    """
+    k = len(seed_classes)
+    held = torch.zeros(k, k)
+    column = {int(c): i for i, c in enumerate(seed_classes.tolist())}
+    for cluster, label in zip(assign_known.tolist(), known_labels.tolist()):
+        if int(label) in column:
+            held[cluster, column[int(label)]] += 1.0
+    held += 0.5 * torch.eye(k)
+    rows, cols = linear_sum_assignment(-held.numpy())
+    names = seed_classes.clone()
+    names[torch.as_tensor(rows)] = seed_classes[torch.as_tensor(cols)]
+    return names

@@ -10,6 +10,7 @@ from adversary.attacks.similarity import (
     distances,
     kmeans,
     kmeans_restarted,
+    name_by_known,
     nearest_centroid,
     normalise,
     squared_distances,
@@ -107,27 +108,6 @@ class TrainKnnAttack(DistanceAttack):
     reference_kind = "train_labelled"
 
 
-def _name_by_known(assign_known: torch.Tensor, known_labels: torch.Tensor, seed_classes: torch.Tensor) -> torch.Tensor:
-    """Returns the class name of each cluster: the class whose known samples it holds most of.
-
-    Cluster j was seeded by seed_classes[j]; that naming breaks ties, so it
-    changes only when the known samples themselves say otherwise (e.g. two
-    known samples that converged into each other's clusters swap the names:
-    an inverted labelling the attacker recognises by itself).
-    """
-    k = len(seed_classes)
-    held = torch.zeros(k, k)
-    column = {int(c): i for i, c in enumerate(seed_classes.tolist())}
-    for cluster, label in zip(assign_known.tolist(), known_labels.tolist()):
-        if int(label) in column:
-            held[cluster, column[int(label)]] += 1.0
-    held += 0.5 * torch.eye(k)
-    rows, cols = linear_sum_assignment(-held.numpy())
-    names = seed_classes.clone()
-    names[torch.as_tensor(rows)] = seed_classes[torch.as_tensor(cols)]
-    return names
-
-
 @ATTACKS.register("kmeans_seeded")
 class KMeansSeededAttack(Attack):
     """k-means (k = classes) on normalised vectors, centroids seeded at the known class prototypes;
@@ -140,7 +120,7 @@ class KMeansSeededAttack(Attack):
         seeds, classes = _class_prototypes(reference, ctx.num_classes, unit=True)
         assign, centroids = kmeans(vectors, seeds, max_iters=ctx.kmeans_iters, tol=ctx.kmeans_tol, scale=scale)
         known_assign = squared_distances(normalise(reference.vectors), centroids).argmin(dim=1)
-        names = _name_by_known(known_assign.cpu(), reference.labels.cpu(), classes.cpu()).to(assign.device)
+        names = name_by_known(known_assign.cpu(), reference.labels.cpu(), classes.cpu()).to(assign.device)
         score = None
         if ctx.num_classes == 2:
             score = _binary_score(squared_distances(vectors, centroids, scale=scale), names)
