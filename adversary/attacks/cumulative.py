@@ -56,15 +56,17 @@ view counts in full; so do gradients whose own clusters, found without the
 known samples, hold one known sample of each class apart (before the smashed
 data of a fresh bottom model follow the labels).
 
-Nothing here reads ground truth. What decides between candidate labellings is
-the criterion above on the weighted views; among those within a small margin of
-the lowest, the one whose views place the most known samples in their own class
-(each known sample is clamped to its label, so this is the views' vote against
-the clamp; it tells apart labellings that differ only in which cluster carries
-which name). Candidates are the attacker's own previous labelling, the known
-samples alone (each sample first goes to its nearest known sample over all
-views, as seeded k-means starts) and the labellings of the single attacks of the
-same epoch, so the fit starts from the best of what it already holds. The
+Nothing here reads ground truth. The fit starts from the attacker's own
+previous labelling, the known samples alone (each sample first goes to its
+nearest known sample over all views, as seeded k-means starts) and the
+labellings of the single attacks of the same epoch. What decides between the
+fits is the criterion above on the weighted views; among those within a small
+margin of the lowest, the ones whose views place the most known samples in
+their own class (each known sample is clamped to its label, so this is the
+views' vote against the clamp; it tells apart labellings that differ only in
+which cluster carries which name), and of those the one the other fits agree
+with most: a labelling that several descents reach is where the views lead,
+one that only its own start reaches is where that start was stuck. The
 criterion does not see class names: where the views place at most a third of
 the known samples in their own class, the kept fit's classes are renamed by them
 (named_by_known_samples).
@@ -353,6 +355,13 @@ def _known_agreement(
     return int((scores[known_rows].argmax(dim=1) == known_labels).sum())
 
 
+def _support(fit: ViewFit, others: list[ViewFit]) -> float:
+    """Returns the summed fraction of rows on which the other fits give fit's labels (rows fit covers)."""
+    covered = fit.labels >= 0
+    mine = fit.labels[covered]
+    return sum(float((other.labels[covered] == mine).float().mean()) for other in others)
+
+
 def best_fit(
     views: list[View],
     *,
@@ -362,26 +371,26 @@ def best_fit(
     num_classes: int,
     starts: list[tuple[str, torch.Tensor]],
     max_iters: int = 100,
-    incumbent: str | None = None,
     switch_margin: float = 0.005,
-    incumbent_slack: int = 0,
+    known_slack: int = 0,
 ) -> tuple[str, ViewFit]:
     """Returns (name of the start, fit) of the best fit from any start (name, initial labelling).
 
-    Best is the fit with the lowest criterion, where fits within switch_margin of it (the within-class
-    variance larger by about that fraction at most) are told apart by the known samples: the most
-    placed in their own class by the views, then the lower criterion. Agreement does not come first:
-    a fit that grew its clusters around the known samples in a view without structure places every
-    one of them in its own class. The fit from the incumbent start (the attacker's own labelling)
-    stays when it is among those and places as many known samples as the best, less incumbent_slack:
-    small differences of fit must not overturn what the attacker already holds. But not when the best
-    places more known samples and has the lower criterion too: then nothing speaks for the incumbent
-    (SimpleNet, block 7: held at 0.55 against fits of 0.94 and 0.93 that beat it on both counts). Identical starts are
-    fitted once (the first name is kept). The margin is half a percent: at one percent, fits grown
-    around the known samples in the first epoch of a deep cut (SimpleNet, block 9) were within it of
-    the gradient-led fits, placed more known samples, and won with half their accuracy. No fixed
-    margin is right everywhere: after block 6 the better fit lies between half a percent and one
-    (docs/reading-the-results.md).
+    The fits within switch_margin of the lowest criterion (the within-class variance larger by about
+    that fraction at most) are those the criterion cannot tell apart. Of them, those whose views place
+    the most known samples in their own class, less known_slack, are candidates, and the candidate the
+    other close fits agree with most (_support: the summed fraction of rows labelled alike) is kept,
+    then the lower criterion. Each start is a separate descent of the same criterion: a labelling that
+    several reach, or come near, is where the views lead; one that only its own start reaches is where
+    that start was stuck (the attacker's previous labelling, or a single attack's, in a basin of its own).
+
+    Agreement does not come first: a fit that grew its clusters around the known samples in a view
+    without structure places every one of them in its own class. Nor does it decide alone: one known
+    sample of ten is within chance (known_slack). Identical starts are fitted once (the first name is
+    kept), so that a labelling two single attacks share counts once. The margin is half a percent: at
+    one percent, fits grown around the known samples in the first epoch of a deep cut (SimpleNet,
+    block 9) were within it of the gradient-led fits, placed more known samples, and won with half
+    their accuracy (docs/attacks.md, "Deciding without labels").
     """
     fits: list[tuple[str, ViewFit]] = []
     seen: list[torch.Tensor] = []
@@ -402,13 +411,13 @@ def best_fit(
         fits.append((name, fit))
     lowest = min(fit.criterion for _, fit in fits)
     close = [item for item in fits if item[1].criterion <= lowest + switch_margin]
-    name, fit = min(close, key=lambda item: (-item[1].known_agreement, item[1].criterion))
-    held = next((item for item in close if item[0] == incumbent), None)
-    if held is not None and held[1].known_agreement >= fit.known_agreement - incumbent_slack:
-        dominated = fit.known_agreement > held[1].known_agreement and fit.criterion < held[1].criterion
-        if not dominated:
-            return held
-    return name, fit
+    most = max(fit.known_agreement for _, fit in close)
+    candidates = [item for item in close if item[1].known_agreement >= most - known_slack]
+
+    def support(item: tuple[str, ViewFit]) -> float:
+        return _support(item[1], [other for _, other in close if other is not item[1]])
+
+    return max(candidates, key=lambda item: (support(item), -item[1].criterion))
 
 
 def named_by_known_samples(
@@ -764,9 +773,7 @@ class CumulativeAttacker:
             before = self.labels.clone()
             views = self._views + self._epoch_views()
             starts = [("current", self.labels), ("known samples", torch.full_like(self.labels, -1))]
-            # Between epoch ends the current labelling is provisional (rounds scored against prototypes):
-            # nothing to protect, the best start wins.
-            self._fit(starts, views=views, incumbent=None, epoch_end=False)
+            self._fit(starts, views=views, epoch_end=False)
             changed = int(((before >= 0) & (before != self.labels)).sum())
         else:
             refit = False
@@ -823,9 +830,7 @@ class CumulativeAttacker:
             views.append(cross.weighted(CROSS_WEIGHT))
         return views
 
-    def _fit(
-        self, starts: list[tuple[str, torch.Tensor]], *, views: list[View], incumbent: str | None, epoch_end: bool
-    ) -> None:
+    def _fit(self, starts: list[tuple[str, torch.Tensor]], *, views: list[View], epoch_end: bool) -> None:
         known_rows, known_labels = self._known()
         wide_search = epoch_end and self.num_classes >= REFERENCE_FROM
         views = view_trust(
@@ -850,9 +855,8 @@ class CumulativeAttacker:
             num_classes=self.num_classes,
             starts=starts,
             max_iters=self.max_iters,
-            incumbent=incumbent,
             # One known sample of DISTINCT_FROM or more is within chance.
-            incumbent_slack=1 if self.num_classes >= DISTINCT_FROM else 0,
+            known_slack=1 if self.num_classes >= DISTINCT_FROM else 0,
         )
         choice = f"fit started from {name}"
         few = fit.known_agreement <= RENAME_BELOW * len(known_rows)
@@ -926,10 +930,7 @@ class CumulativeAttacker:
         # the gradients carry (randomised labels, noise) no longer outweighs the smashed data.
         starts = list(initial.items())
         if self._known()[0].numel():
-            # Before the first epoch end the attacker's labelling is the rounds' provisional one: nothing
-            # chosen at an epoch end is there to protect, and the best fit wins.
-            incumbent = "cumulative" if self._epochs_ended else None
-            self._fit(starts, views=self._views, incumbent=incumbent, epoch_end=True)
+            self._fit(starts, views=self._views, epoch_end=True)
         # The next epoch starts from this epoch's frame: its smashed centre and the prototypes just rebuilt.
         self._rounds = []
         self._smashed_sum, self._smashed_count = None, 0
