@@ -415,22 +415,93 @@ def _versions() -> str:
 SECTIONS = ("no-defense", "momentum", "sweeps", "cuts")
 
 
-def generate(out: Path, *, mnist: Path, root: Path, sweeps: tuple[str, ...] = SWEEPS, jobs: int = 2) -> None:
+def current_commit() -> str:
+    """The short commit of this checkout, with "+changes" where tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    if head.returncode != 0 or not head.stdout.strip():
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+class Ledger:
+    """What the header says about the runs behind the tables: the commit they were made at and the seconds
+    each `splitleak results` over them took, kept in the run directory (LEDGER) as they go, so that a
+    resumed command reports the time of the interrupted ones too, and never mixes two commits' runs."""
+
+    FILE = "results.json"
+
+    def __init__(self, root: Path, *, resume: bool, commit: str | None = None) -> None:
+        from splitleak.config import ConfigError
+
+        self.path = Path(root) / self.FILE
+        commit = commit or current_commit()
+        if not resume:
+            self.commit, self.seconds = commit, []
+        else:
+            if not self.path.exists():
+                raise ConfigError(
+                    f"{root} has no {self.FILE}: the commit its runs were made at is unknown, so they cannot be "
+                    "resumed; rerun with --force"
+                )
+            kept = json.loads(self.path.read_text())
+            if kept["commit"] != commit or commit == "unknown" or commit.endswith("+changes"):
+                raise ConfigError(
+                    f"the runs in {root} were made at commit {kept['commit']} and this checkout is at {commit}: "
+                    "resuming would put two codes' figures in one set of tables; rerun with --force"
+                )
+            self.commit, self.seconds = kept["commit"], list(kept["seconds"])
+        self.seconds.append(0.0)
+        self.start = time.time()
+        self.tick()
+
+    def tick(self) -> None:
+        """Records this command's seconds so far (called after every section)."""
+        self.seconds[-1] = round(time.time() - self.start, 1)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"commit": self.commit, "seconds": self.seconds}) + "\n")
+
+    def describe(self) -> str:
+        total = sum(self.seconds)
+        if len(self.seconds) == 1:
+            return f"in {total:.0f}s"
+        return (
+            f"in {total:.0f}s over {len(self.seconds)} commands (an interrupted one resumed with --resume: "
+            f"{', '.join(f'{s:.0f}s' for s in self.seconds)}; an interrupted command's time counts up to its "
+            "last finished section)"
+        )
+
+
+def generate(
+    out: Path, *, mnist: Path, root: Path, sweeps: tuple[str, ...] = SWEEPS, jobs: int = 2, resume: bool = False
+) -> None:
     """Runs everything docs/results.md reports and writes it (plots under docs/img/)."""
-    start = time.time()
     if not (mnist / "t10k-images-idx3-ubyte.gz").exists() and not (mnist / "train-images-idx3-ubyte.gz").exists():
         raise FileNotFoundError(f"the MNIST IDX files are not in {mnist}: pass --mnist DIR")
+    ledger = Ledger(root, resume=resume)
     img_dir = out.parent / "img"
     report = _Report(root, jobs)
+
+    def section(text: str) -> str:
+        ledger.tick()
+        return text
+
     sections = [
-        _no_defense_section("digits (MLP bottom)", REPO / "configs" / "demo.yaml", [], (0,), report),
-        _no_defense_section(
-            "MNIST (CNN bottom)", REPO / "configs" / "mnist.yaml", [f"data.path={mnist}"], SEEDS, report
+        section(_no_defense_section("digits (MLP bottom)", REPO / "configs" / "demo.yaml", [], (0,), report)),
+        section(
+            _no_defense_section(
+                "MNIST (CNN bottom)", REPO / "configs" / "mnist.yaml", [f"data.path={mnist}"], SEEDS, report
+            )
         ),
     ]
-    regime = _regime_section(mnist, report)
-    sweep_text = [_sweep_section(name, mnist, img_dir, report) for name in sweeps]
-    cuts = _cut_section(mnist, img_dir, report)
+    regime = section(_regime_section(mnist, report))
+    sweep_text = [section(_sweep_section(name, mnist, img_dir, report)) for name in sweeps]
+    cuts = section(_cut_section(mnist, img_dir, report))
     shortfalls = [(label, short) for label, summary in report.runs if (short := snapshot_shortfalls(summary))]
     report.verdict(
         f"every run below: the cumulative attacker never more than {100 * SNAPSHOT_TOLERANCE:.1f} points below "
@@ -443,17 +514,12 @@ def generate(out: Path, *, mnist: Path, root: Path, sweeps: tuple[str, ...] = SW
             else ""
         ),
     )
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        commit = "unknown"
+    ledger.tick()
     doc = "\n\n".join(
         [
             "# Results",
-            f"Generated by `splitleak results` (`make results`) on {datetime.date.today()} at commit {commit}, "
-            f"in {time.time() - start:.0f}s on {_versions()}. Do not edit by hand: rerun the command. "
+            f"Generated by `splitleak results` (`make results`) on {datetime.date.today()} at commit "
+            f"{ledger.commit}, {ledger.describe()} on {_versions()}. Do not edit by hand: rerun the command. "
             "CNN figures may move by a few tenths of a point on other CPUs (float summation order): measured on "
             "another machine at the same commit, MNIST CNN figures differed by 0.1–0.2 points and the "
             "momentum-regime table by up to 12.5 points. "
@@ -483,7 +549,7 @@ def _cmd_results(args) -> int:
     from splitleak.runlog import claim_run_dir
 
     # Results come from runs of this code: a new command replaces the runs of an earlier one (--force);
-    # --resume reuses the complete runs an interrupted one left (only for the same code).
+    # --resume reuses the complete runs an interrupted one left (only at the same commit: Ledger checks).
     claim_run_dir(args.run_dir, force=args.force, resume=args.resume, what="set of results runs")
     generate(
         args.out,
@@ -491,6 +557,7 @@ def _cmd_results(args) -> int:
         root=args.run_dir,
         sweeps=tuple(args.sweeps.split(",")) if args.sweeps else SWEEPS,
         jobs=args.jobs,
+        resume=args.resume,
     )
     print(f"wrote {args.out}")
     return 0

@@ -103,6 +103,43 @@ def test_a_run_dir_is_never_silently_overwritten(tmp_path):
     assert (other / "thesis.tex").read_text() == "precious", "--force never empties a directory that holds no run"
 
 
+def test_results_resumes_only_the_runs_of_its_own_commit_and_its_header_counts_every_commands_time(tmp_path):
+    from splitleak.config import ConfigError
+    from splitleak.results import Ledger
+
+    root = tmp_path / "results"
+    first = Ledger(root, resume=False, commit="aaaaaaa")
+    first.seconds[-1] = 100.0  # as if it ran 100 s before it was killed
+    first.path.write_text(json.dumps({"commit": first.commit, "seconds": first.seconds}) + "\n")
+
+    with pytest.raises(ConfigError, match="aaaaaaa.*bbbbbbb.*--force"):
+        Ledger(root, resume=True, commit="bbbbbbb")
+    with pytest.raises(ConfigError, match="--force"):
+        Ledger(root, resume=True, commit="aaaaaaa+changes")
+    with pytest.raises(ConfigError, match="no results.json"):
+        Ledger(tmp_path / "elsewhere", resume=True, commit="aaaaaaa")
+
+    resumed = Ledger(root, resume=True, commit="aaaaaaa")
+    resumed.seconds[-1] = 50.0
+    assert resumed.describe().startswith("in 150s over 2 commands") and "100s, 50s" in resumed.describe()
+    assert Ledger(root, resume=False, commit="ccccccc").describe() == "in 0s"
+
+    # From the command line, as a user would meet it: one clear line, exit 2, nothing run.
+    (root / ".splitleak").write_text(json.dumps({"holds": "set of results runs"}) + "\n")
+    refused = _splitleak(
+        "results",
+        "--resume",
+        "--run-dir",
+        str(root),
+        "--out",
+        str(tmp_path / "results.md"),
+        "--mnist",
+        str(REPO.parent / "shared" / "data" / "mnist"),
+    )
+    assert refused.returncode == 2 and "ccccccc" in refused.stderr and "--force" in refused.stderr, refused.stderr
+    assert not (tmp_path / "results.md").exists()
+
+
 def _wait_for(predicate, timeout_s: float = 120.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
