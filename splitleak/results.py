@@ -415,12 +415,22 @@ def _versions() -> str:
 SECTIONS = ("no-defense", "momentum", "sweeps", "cuts")
 
 
-def current_commit() -> str:
-    """The short commit of this checkout, with "+changes" where tracked files differ from it."""
+def current_commit(outputs: tuple[Path, ...] = ()) -> str:
+    """The short commit of this checkout, with "+changes" where tracked files other than outputs (this
+    command's own: the results document and its plots, which an interrupted command leaves changed) differ."""
+    excluded = []
+    for path in outputs:
+        try:
+            excluded.append(f":(exclude){Path(path).resolve().relative_to(REPO.resolve())}")
+        except ValueError:  # outside the checkout: git does not see it anyway
+            pass
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
         )
     except OSError:
         return "unknown"
@@ -436,11 +446,11 @@ class Ledger:
 
     FILE = "results.json"
 
-    def __init__(self, root: Path, *, resume: bool, commit: str | None = None) -> None:
+    def __init__(self, root: Path, *, resume: bool, commit: str | None = None, outputs: tuple[Path, ...] = ()) -> None:
         from splitleak.config import ConfigError
 
         self.path = Path(root) / self.FILE
-        commit = commit or current_commit()
+        commit = commit or current_commit(outputs)
         if not resume:
             self.commit, self.seconds = commit, []
         else:
@@ -483,8 +493,8 @@ def generate(
     """Runs everything docs/results.md reports and writes it (plots under docs/img/)."""
     if not (mnist / "t10k-images-idx3-ubyte.gz").exists() and not (mnist / "train-images-idx3-ubyte.gz").exists():
         raise FileNotFoundError(f"the MNIST IDX files are not in {mnist}: pass --mnist DIR")
-    ledger = Ledger(root, resume=resume)
     img_dir = out.parent / "img"
+    ledger = Ledger(root, resume=resume, outputs=(out, img_dir))
     report = _Report(root, jobs)
 
     def section(text: str) -> str:
