@@ -441,7 +441,7 @@ def current_commit(outputs: tuple[Path, ...] = ()) -> str:
 
 class Ledger:
     """What the header says about the runs behind the tables: the commit they were made at and the seconds
-    each `splitleak results` over them took, kept in the run directory (LEDGER) as they go, so that a
+    each `splitleak results` over them took, kept in the run directory (results.json) as they go, so that a
     resumed command reports the time of the interrupted ones too, and never mixes two commits' runs."""
 
     FILE = "results.json"
