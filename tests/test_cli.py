@@ -109,8 +109,8 @@ def test_results_resumes_only_the_runs_of_its_own_commit_and_its_header_counts_e
 
     root = tmp_path / "results"
     first = Ledger(root, resume=False, commit="aaaaaaa")
-    first.seconds[-1] = 100.0  # as if it ran 100 s before it was killed
-    first.path.write_text(json.dumps({"commit": first.commit, "seconds": first.seconds}) + "\n")
+    first.start -= 100.0  # as if it ran 100 s before it was killed
+    first.tick()
 
     with pytest.raises(ConfigError, match="aaaaaaa.*bbbbbbb.*--force"):
         Ledger(root, resume=True, commit="bbbbbbb")
