@@ -47,7 +47,14 @@ def _grpc_form(config, *, proxy: bool, attacks: bool, cumulative: bool = True) -
     """Returns the feature party's training seconds against real server processes."""
     from party_feature.link import GrpcLink
     from party_feature.party import build_feature_party
-    from splitleak.runner import prepare_run_dir, start_servers, stop_processes, wait_servers, write_run_config
+    from splitleak.runner import (
+        drop_checkpoints,
+        prepare_run_dir,
+        start_servers,
+        stop_processes,
+        wait_servers,
+        write_run_config,
+    )
 
     adv = {"mode": "proxy" if proxy else "off"}
     if not cumulative:
@@ -70,6 +77,7 @@ def _grpc_form(config, *, proxy: bool, attacks: bool, cumulative: bool = True) -
         wait_servers(procs, Path(config.run.dir))
     finally:
         stop_processes(procs, timeout_s=15)
+    drop_checkpoints(config)
     return report.train_seconds
 
 

@@ -65,6 +65,9 @@ class RunSection(_Section):
     # Every process checkpoints its state atomically every checkpoint_every training steps and at
     # every epoch end, so that --resume continues a run after any of them died (0: never).
     checkpoint_every: int = Field(100, ge=0)
+    # A run that `splitleak demo` (or a sweep) completes drops its checkpoints: they only serve --resume
+    # of an unfinished run, and the adversary's hold every vector it has seen (GBs on wide cuts).
+    keep_checkpoints: bool = False
 
 
 class SyntheticSection(_Section):

@@ -363,6 +363,19 @@ def _watch(feature: _Process, servers: list[_Process]) -> None:
         )
 
 
+def drop_checkpoints(config: RunConfig) -> None:
+    """Removes the checkpoints of a run that completed (every process stopped, its summary written), unless
+    run.keep_checkpoints: only --resume of an unfinished run reads them."""
+    folder = Path(config.run.dir) / "checkpoints"
+    if config.run.keep_checkpoints or not folder.is_dir():
+        return
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    shutil.rmtree(folder, ignore_errors=True)
+    logging.getLogger("splitleak.demo").info(
+        "run complete: dropped its checkpoints (%.1f MB; run.keep_checkpoints=true keeps them)", size / 1e6
+    )
+
+
 def run_demo(config: RunConfig, *, resume: bool = False, force: bool = False) -> dict:
     """Runs the configured run as separate processes on loopback; returns its summary.json contents.
 
@@ -416,6 +429,7 @@ def run_demo(config: RunConfig, *, resume: bool = False, force: bool = False) ->
     summary = json.loads(summary_path.read_text())
     summary["processes"] = pids
     write_json_atomic(summary_path, summary)
+    drop_checkpoints(config)
     return summary
 
 
@@ -443,6 +457,7 @@ def run_in_process(config: RunConfig, *, force: bool = False) -> dict:
     finally:
         if tap is not None:
             tap.close()
+    drop_checkpoints(config)
     if tap is None:
         return {
             "task": {"test_accuracy": report.finish.test_accuracy, "epochs": config.train.epochs},

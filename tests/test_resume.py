@@ -68,8 +68,11 @@ def _outcome(run_dir):
 @pytest.fixture(scope="module")
 def uninterrupted_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("whole")
-    done = subprocess.run(_demo(run_dir), cwd=REPO, capture_output=True, text=True, timeout=600)
+    # Kept for the damaged-checkpoint tests (a completed run drops its checkpoints by default).
+    keep = "run.keep_checkpoints=true"
+    done = subprocess.run(_demo(run_dir, keep), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert all(any((run_dir / "checkpoints" / role).glob("step-*.pt")) for role in ROLES)
     return run_dir
 
 
@@ -149,7 +152,8 @@ def _kill_at(run_dir, role, point, *, resume: bool, extra: tuple[str, ...] = ())
 def test_a_run_killed_at_every_point_and_resumed_equals_the_uninterrupted_run(
     tmp_path, uninterrupted, rotation, figures
 ):
-    """Kills one process at each point in turn, resuming after each kill: five crashes of one run."""
+    """Kills one process at each point in turn, resuming after each kill: five crashes of one run. Complete at
+    last, the run drops the checkpoints it needed no more (run.keep_checkpoints is false)."""
     run_dir = tmp_path / "run"
     start = time.monotonic()
     killed = _killed(rotation)
@@ -158,6 +162,7 @@ def test_a_run_killed_at_every_point_and_resumed_equals_the_uninterrupted_run(
     done = subprocess.run(_demo(run_dir, "--resume"), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_same_run(_outcome(run_dir), uninterrupted)
+    assert not (run_dir / "checkpoints").exists()
     whole_summary = uninterrupted[0]
     # Every round is in the log once; what a crashed run had written and the resumed one wrote again is
     # marked as the duplicate it is.
