@@ -24,6 +24,7 @@ from adversary.attacks.cumulative import (
     cross_directions,
     fit_views,
     named_by_known_samples,
+    _known_apart,
     view_trust,
 )
 from adversary.attacks.similarity import normalise
@@ -375,6 +376,48 @@ def test_recognised_gradients_of_many_classes_weigh_their_epochs_smashed_data_by
     assert len(with_rule) >= 6, with_rule
     assert min(with_rule) > 0.98, with_rule
     assert sum(a < 0.9 for a in without_rule) >= 2, without_rule
+
+
+def test_ten_classes_recognise_gradients_with_one_pair_of_known_samples_in_one_cluster(monkeypatch):
+    """The SimpleNet cut after block 10 in its first epoch: gradients that follow the labels (k-means on
+    them 0.918 right) but put one known sample in another class's cluster, beside smashed data of a fresh
+    bottom model that follow the inputs' own look. From 10 classes on the gradients are recognised all
+    the same, count in full and lead the fit; without the pair allowed (SHARED_PAIR_FROM 11) they are
+    weighted by kinship with the smashed data alone, and the fit follows the inputs' look."""
+    for seed in range(4):
+        labels = _labels(40, 10, seed=3 + seed)
+        known_rows, known_labels = _known(labels)
+        model_says = labels.clone()
+        model_says[known_rows[3]] = 4  # the gradient of class 3's known sample lies in class 4's cluster
+        g = torch.Generator().manual_seed(4 + seed)
+        mostly_inputs = torch.where(torch.rand(len(labels), generator=g) < 0.3, labels, _labels(40, 10, seed=50 + seed))
+        rows = torch.arange(len(labels))
+        views = [
+            View.of(rows, _clusters(model_says, 32, spread=0.2, seed=6 + seed), "grad", epoch=0),
+            View.of(rows, _clusters(mostly_inputs, 32, spread=0.08, seed=7 + seed), "smashed", epoch=0),
+        ]
+        common = dict(num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=10)
+        starts = [("known samples", torch.full_like(labels, -1))]
+        for shared_from, recognised in ((10, True), (11, False)):
+            monkeypatch.setattr("adversary.attacks.cumulative.SHARED_PAIR_FROM", shared_from)
+            weighted = view_trust([v.weighted(1.0) for v in views], **common)
+            _, fit = best_fit(weighted, starts=starts, **common)
+            accuracy = float((fit.labels == labels).float().mean())
+            if recognised:
+                assert weighted[0].weight == 1.0 and accuracy > 0.75, (seed, accuracy)
+            else:
+                assert weighted[0].weight < 0.35 and accuracy < 0.4, (seed, weighted[0].weight, accuracy)
+
+
+def test_recognition_by_chance_at_ten_classes_is_what_the_rule_says():
+    """Clusters unrelated to the labels (noise, randomised labels) hold ten known samples in at least
+    nine clusters with probability 10!(1 + 45)/10^10 = 0.0167: counted over 20,000 random partitions."""
+    rows = torch.arange(10)
+    view = View(rows, torch.zeros(10, 1), 1.0)
+    g = torch.Generator().manual_seed(0)
+    hits = sum(_known_apart(view, torch.randint(0, 10, (10,), generator=g), rows, 10) for _ in range(20_000))
+    expected = math.factorial(10) * (1 + 45) / 10**10
+    assert abs(hits / 20_000 - expected) < 4 * math.sqrt(expected * (1 - expected) / 20_000), hits
 
 
 def test_older_smashed_views_count_by_their_kinship_with_the_newest():
