@@ -47,6 +47,15 @@ def _known(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows, labels[rows]
 
 
+def _partly_by_labels(
+    labels: torch.Tensor, n_per: int, k: int, *, share: float = 0.3, seed_mix: int, seed_look: int
+) -> torch.Tensor:
+    """A grouping that follows the labels on a share of rows and something else (the inputs' own look,
+    as a fresh bottom model's smashed data do) on the rest."""
+    by_labels = torch.rand(len(labels), generator=torch.Generator().manual_seed(seed_mix)) < share
+    return torch.where(by_labels, labels, _labels(n_per, k, seed=seed_look))
+
+
 def _criterion_numpy(views, labels, k) -> float:
     """sum_b n_b d_b log(W_b / (n_b d_b)) / sum_b n_b d_b, d_b the participation ratio, computed with NumPy."""
     total, scales = 0.0, 0.0
@@ -353,8 +362,7 @@ def test_recognised_gradients_of_many_classes_weigh_their_epochs_smashed_data_by
     with_rule, without_rule = [], []
     for seed in range(8):
         labels = _labels(60, 10, seed=70 + seed)
-        g = torch.Generator().manual_seed(80 + seed)
-        mostly_inputs = torch.where(torch.rand(len(labels), generator=g) < 0.3, labels, _labels(60, 10, seed=90 + seed))
+        mostly_inputs = _partly_by_labels(labels, 60, 10, seed_mix=80 + seed, seed_look=90 + seed)
         rows = torch.arange(len(labels))
         views = [
             View.of(rows, _clusters(labels, 32, spread=0.2, seed=100 + seed), "grad", epoch=0),
@@ -389,8 +397,7 @@ def test_ten_classes_recognise_gradients_with_one_pair_of_known_samples_in_one_c
         known_rows, known_labels = _known(labels)
         model_says = labels.clone()
         model_says[known_rows[3]] = 4  # the gradient of class 3's known sample lies in class 4's cluster
-        g = torch.Generator().manual_seed(4 + seed)
-        mostly_inputs = torch.where(torch.rand(len(labels), generator=g) < 0.3, labels, _labels(40, 10, seed=50 + seed))
+        mostly_inputs = _partly_by_labels(labels, 40, 10, seed_mix=4 + seed, seed_look=50 + seed)
         rows = torch.arange(len(labels))
         views = [
             View.of(rows, _clusters(model_says, 32, spread=0.2, seed=6 + seed), "grad", epoch=0),
@@ -425,9 +432,7 @@ def test_older_smashed_views_count_by_their_kinship_with_the_newest():
     the labels), those of the last by the labels, more loosely (the bottom model has learnt). The older
     views share little with the newest and are weighted down, so they no longer outvote it."""
     labels = _labels(150, 4, seed=21)
-    mostly_inputs = torch.where(
-        torch.rand(len(labels), generator=torch.Generator().manual_seed(5)) < 0.3, labels, _labels(150, 4, seed=22)
-    )
+    mostly_inputs = _partly_by_labels(labels, 150, 4, seed_mix=5, seed_look=22)
     rows = torch.arange(len(labels))
     views = [
         View.of(rows, _clusters(mostly_inputs, 16, spread=0.2, seed=23), "smashed", epoch=0),
@@ -453,8 +458,7 @@ def test_older_gradients_need_more_kinship_with_the_newest_smashed_data_to_count
     less once the smashed data of a later epoch are the reference: by (RELATED / OLDER_RELATED)^2 where
     both fall short of full weight, and not in full where the newest would."""
     labels = _labels(150, 3, seed=31)
-    draws = torch.rand(len(labels), generator=torch.Generator().manual_seed(32))
-    partly = torch.where(draws < share, labels, _labels(150, 3, seed=33))
+    partly = _partly_by_labels(labels, 150, 3, share=share, seed_mix=32, seed_look=33)
     rows = torch.arange(len(labels))
     grad = _clusters(partly, 16, spread=0.2, seed=34)
     views = [
