@@ -107,6 +107,12 @@ __all__ = [
 CHANNELS = ("grad", "smashed")
 # A fit has settled when at most this fraction of the samples changed class in a step.
 SETTLE = 0.001
+# Fits that label at least this fraction of their rows alike are one optimum: in the consensus among the
+# close fits (best_fit) they count once. Starts seeded by the same known samples (the fit grown around
+# them, the nearest known sample) often reach one optimum; counted twice, it outvoted the attacker's own
+# labelling (digits, three top layers, Adam: 1.000 at epoch 1, then 0.901 at epoch 2, kept because two
+# starts reached it, where the attacker's labelling refitted was 0.998 right).
+SAME_OPTIMUM = 0.98
 # The normalised mutual information between a view's own partition and the smashed data's from which
 # the view counts in full; below it, its weight falls as the square of the ratio.
 RELATED = 0.3
@@ -379,16 +385,20 @@ def best_fit(
     max_iters: int = 100,
     switch_margin: float = 0.005,
     known_slack: int = 0,
+    held: str | None = None,
 ) -> tuple[str, ViewFit]:
     """Returns (name of the start, fit) of the best fit from any start (name, initial labelling).
 
     The fits within switch_margin of the lowest criterion (the within-class variance larger by about
     that fraction at most) are those the criterion cannot tell apart. Of them, those whose views place
     the most known samples in their own class, less known_slack, are candidates, and the candidate the
-    other close fits agree with most (_support: the summed fraction of rows labelled alike) is kept,
-    then the lower criterion. Each start is a separate descent of the same criterion: a labelling that
-    several reach, or come near, is where the views lead; one that only its own start reaches is where
-    that start was stuck (the attacker's previous labelling, or a single attack's, in a basin of its own).
+    other close optima agree with most (_support: the summed fraction of rows labelled alike, each
+    optimum counted once: fits alike on SAME_OPTIMUM of their rows are one) is kept; where that cannot
+    tell candidates apart (two optima agree with each other as much as the other way round), the
+    start named held (the attacker's own labelling: what it knew holds), then the lower criterion.
+    Each start is a separate descent of the same criterion: a labelling that several optima come near
+    is where the views lead; one that only its own start reaches is where that start was stuck (the
+    attacker's previous labelling, or a single attack's, in a basin of its own).
 
     Agreement does not come first: a fit that grew its clusters around the known samples in a view
     without structure places every one of them in its own class. Nor does it decide alone: one known
@@ -420,10 +430,21 @@ def best_fit(
     most = max(fit.known_agreement for _, fit in close)
     candidates = [item for item in close if item[1].known_agreement >= most - known_slack]
 
-    def support(item: tuple[str, ViewFit]) -> float:
-        return _support(item[1], [other for _, other in close if other is not item[1]])
+    optima: list[list[ViewFit]] = []
+    for _, fit in close:
+        for optimum in optima:
+            if _support(fit, [optimum[0]]) >= SAME_OPTIMUM:
+                optimum.append(fit)
+                break
+        else:
+            optima.append([fit])
 
-    return max(candidates, key=lambda item: (support(item), -item[1].criterion))
+    def support(item: tuple[str, ViewFit]) -> float:
+        others = [optimum[0] for optimum in optima if not any(fit is item[1] for fit in optimum)]
+        # Rounded: agreement between two optima is the same both ways, up to the rows each covers.
+        return round(_support(item[1], others), 6)
+
+    return max(candidates, key=lambda item: (support(item), item[0] == held, -item[1].criterion))
 
 
 def named_by_known_samples(
@@ -866,6 +887,8 @@ class CumulativeAttacker:
             max_iters=self.max_iters,
             # One known sample of DISTINCT_FROM or more is within chance.
             known_slack=1 if self.num_classes >= DISTINCT_FROM else 0,
+            # The first start is always the attacker's own labelling ("current" or "cumulative").
+            held=starts[0][0],
         )
         choice = f"fit started from {name}"
         few = fit.known_agreement <= RENAME_BELOW * len(known_rows)
