@@ -396,6 +396,7 @@ def best_fit(
     optimum counted once: fits alike on SAME_OPTIMUM of their rows are one) is kept; where that cannot
     tell candidates apart (two optima agree with each other as much as the other way round), the
     start named held (the attacker's own labelling: what it knew holds), then the lower criterion.
+    Optima and held apply from DISTINCT_FROM classes on; below, every close fit counts.
     Each start is a separate descent of the same criterion: a labelling that several optima come near
     is where the views lead; one that only its own start reaches is where that start was stuck (the
     attacker's previous labelling, or a single attack's, in a basin of its own).
@@ -430,19 +431,23 @@ def best_fit(
     most = max(fit.known_agreement for _, fit in close)
     candidates = [item for item in close if item[1].known_agreement >= most - known_slack]
 
+    # Below DISTINCT_FROM classes every close fit counts and the criterion breaks ties, as before
+    # SAME_OPTIMUM: on binary tasks two optima always agree both ways alike, and letting the attacker's
+    # labelling hold between them kept worse ones (tests/test_cumulative.py, cross predictions on one line).
+    grouped = num_classes >= DISTINCT_FROM
+    held = held if grouped else None
     optima: list[list[ViewFit]] = []
     for _, fit in close:
-        for optimum in optima:
-            if _support(fit, [optimum[0]]) >= SAME_OPTIMUM:
-                optimum.append(fit)
-                break
+        alike = [optimum for optimum in optima if grouped and _support(fit, [optimum[0]]) >= SAME_OPTIMUM]
+        if alike:
+            alike[0].append(fit)
         else:
             optima.append([fit])
 
     def support(item: tuple[str, ViewFit]) -> float:
         others = [optimum[0] for optimum in optima if not any(fit is item[1] for fit in optimum)]
         # Rounded: agreement between two optima is the same both ways, up to the rows each covers.
-        return round(_support(item[1], others), 6)
+        return round(_support(item[1], others), 6) if grouped else _support(item[1], others)
 
     return max(candidates, key=lambda item: (support(item), item[0] == held, -item[1].criterion))
 
