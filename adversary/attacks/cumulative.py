@@ -438,9 +438,9 @@ def best_fit(
     held = held if grouped else None
     optima: list[list[ViewFit]] = []
     for _, fit in close:
-        alike = [optimum for optimum in optima if grouped and _support(fit, [optimum[0]]) >= SAME_OPTIMUM]
-        if alike:
-            alike[0].append(fit)
+        alike = next((o for o in optima if _support(fit, [o[0]]) >= SAME_OPTIMUM), None) if grouped else None
+        if alike is not None:
+            alike.append(fit)
         else:
             optima.append([fit])
 
