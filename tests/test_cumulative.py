@@ -18,6 +18,7 @@ from adversary.attacks.cumulative import (
     REFERENCE_FROM,
     RELATED,
     SHARED_PAIR_SEEDS,
+    SMASHED_AGE_FACTOR,
     CumulativeAttacker,
     View,
     best_fit,
@@ -481,6 +482,40 @@ def test_older_smashed_views_count_by_their_kinship_with_the_newest():
     _, fit = best_fit(weighted, starts=starts, **common)
     assert (unweighted.labels == labels).float().mean() < 0.6
     assert (fit.labels == labels).float().mean() > 0.9
+
+
+def test_older_smashed_epochs_that_repeat_one_error_count_less_together_than_the_newest(monkeypatch):
+    """Marvell on breast_cancer: the smashed data of successive epochs are the same samples through a
+    slowly changing bottom model, and repeat its errors (here the same 12-18% of rows in another class's
+    cluster at epochs 0 to 2), where the newest epoch's are sharper (none). Counted as independent looks,
+    the three older views outvote the newest and the fit keeps their errors; each epoch of age halving
+    a view's weight, the older ones count less together than the newest, and the fit follows it."""
+    for seed in range(6):
+        labels = _labels(60, 4, seed=40 + seed)
+        known_rows, known_labels = _known(labels)
+        g = torch.Generator().manual_seed(50 + seed)
+        repeated = labels.clone()
+        wrong = torch.rand(len(labels), generator=g) < 0.2
+        wrong[known_rows] = False
+        repeated[wrong] = torch.randint(0, 4, (int(wrong.sum()),), generator=g)
+        rows = torch.arange(len(labels))
+        views = [
+            View.of(rows, _clusters(repeated, 16, spread=0.2, seed=60 + 10 * seed + epoch), "smashed", epoch=epoch)
+            for epoch in range(3)
+        ]
+        views.append(View.of(rows, _clusters(labels, 16, spread=0.2, seed=70 + seed), "smashed", epoch=3))
+        common = dict(num_rows=len(labels), known_rows=known_rows, known_labels=known_labels, num_classes=4)
+        starts = [("known samples", torch.full_like(labels, -1))]
+        accuracy = {}
+        for factor in (SMASHED_AGE_FACTOR, 1.0):
+            monkeypatch.setattr("adversary.attacks.cumulative.SMASHED_AGE_FACTOR", factor)
+            weighted = view_trust([v.weighted(1.0) for v in views], **common)
+            if factor == SMASHED_AGE_FACTOR:
+                assert [v.weight for v in weighted] == [0.125, 0.25, 0.5, 1.0]
+            _, fit = best_fit(weighted, starts=starts, **common)
+            accuracy[factor] = float((fit.labels == labels).float().mean())
+        assert accuracy[SMASHED_AGE_FACTOR] > 0.94, (seed, accuracy)
+        assert accuracy[1.0] <= float((repeated == labels).float().mean()) + 0.01, (seed, accuracy)
 
 
 @pytest.mark.parametrize("share", [0.65, 0.75])
