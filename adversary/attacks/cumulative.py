@@ -409,7 +409,8 @@ def best_fit(
     that fraction at most) are those the criterion cannot tell apart. Of them, those whose views place
     the most known samples in their own class, less known_slack, are candidates, and the candidate the
     other close optima agree with most (_support: the summed fraction of rows labelled alike, each
-    optimum counted once: fits alike on SAME_OPTIMUM of their rows are one) is kept; where that cannot
+    optimum counted once: fits alike on SAME_OPTIMUM of their rows are one, with its first fit's
+    support) is kept; where that cannot
     tell candidates apart (two optima agree with each other as much as the other way round), the
     start named held (the attacker's own labelling: what it knew holds), then the lower criterion.
     Optima and held apply from DISTINCT_FROM classes on; below, every close fit counts.
@@ -461,9 +462,18 @@ def best_fit(
             optima.append([fit])
 
     def support(item: tuple[str, ViewFit]) -> float:
-        others = [optimum[0] for optimum in optima if not any(fit is item[1] for fit in optimum)]
-        # Rounded: agreement between two optima is the same both ways, up to the rows each covers.
-        return round(_support(item[1], others), 6) if grouped else _support(item[1], others)
+        if not grouped:
+            return _support(item[1], [fit for _, fit in close if fit is not item[1]])
+        # An optimum has one support, that of its first fit: measured from each member's own labels,
+        # the members (alike on SAME_OPTIMUM of the rows, not on all) got different ones, and a member
+        # of one optimum could outvote the attacker's labelling where the two optima tie (digits, three
+        # top layers, Adam, epoch 2: the fit from the nearest known sample, 0.914 right, against the
+        # attacker's refitted labelling, 0.999, which the fit from the known samples, of the same
+        # optimum as the former, agreed with less). Rounded: agreement between two optima is the same
+        # both ways, up to the rows each covers.
+        mine = next(optimum for optimum in optima if any(fit is item[1] for fit in optimum))
+        others = [optimum[0] for optimum in optima if optimum is not mine]
+        return round(_support(mine[0], others), 6)
 
     return max(candidates, key=lambda item: (support(item), item[0] == held, -item[1].criterion))
 
