@@ -576,7 +576,7 @@ def _cmd_results(args) -> int:
 def add_parser(sub, parents=()) -> None:
     results = sub.add_parser(
         "results",
-        help="regenerate docs/results.md from fresh runs (66 to 105 minutes on 2 cores)",
+        help="regenerate docs/results.md from fresh runs (53 to 105 minutes on 2 cores)",
         parents=list(parents),
     )
     results.add_argument("--out", type=Path, default=REPO / "docs" / "results.md", help="the results document to write")
