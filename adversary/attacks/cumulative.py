@@ -390,6 +390,45 @@ def _support(fit: ViewFit, others: list[ViewFit]) -> float:
     return sum(float((other.labels[covered] == mine).float().mean()) for other in others)
 
 
+def _consensus(
+    close: list[tuple[str, ViewFit]],
+    candidates: list[tuple[str, ViewFit]],
+    *,
+    num_classes: int,
+    held: str | None,
+) -> tuple[str, ViewFit]:
+    """Returns the candidate the other close optima agree with most (rule 3 of best_fit); ties go to the
+    start named held, then to the lower criterion. candidates are among close."""
+    # Below DISTINCT_FROM classes every close fit counts and the criterion breaks ties, as before
+    # SAME_OPTIMUM: on binary tasks two optima always agree both ways alike, and letting the attacker's
+    # labelling hold between them kept worse ones (tests/test_cumulative.py, cross predictions on one line).
+    grouped = num_classes >= DISTINCT_FROM
+    held = held if grouped else None
+    optima: list[list[ViewFit]] = []
+    for _, fit in close:
+        alike = next((o for o in optima if _support(fit, [o[0]]) >= SAME_OPTIMUM), None) if grouped else None
+        if alike is not None:
+            alike.append(fit)
+        else:
+            optima.append([fit])
+
+    def support(item: tuple[str, ViewFit]) -> float:
+        if not grouped:
+            return _support(item[1], [fit for _, fit in close if fit is not item[1]])
+        # An optimum has one support, that of its first fit: measured from each member's own labels,
+        # the members (alike on SAME_OPTIMUM of the rows, not on all) got different ones, and a member
+        # of one optimum could outvote the attacker's labelling where the two optima tie (digits, three
+        # top layers, Adam, epoch 2: the fit from the nearest known sample, 0.914 right, against the
+        # attacker's refitted labelling, 0.999, which the fit from the known samples, of the same
+        # optimum as the former, agreed with less). Rounded: agreement between two optima is the same
+        # both ways, up to the rows each covers.
+        mine = next(optimum for optimum in optima if any(fit is item[1] for fit in optimum))
+        others = [optimum[0] for optimum in optima if optimum is not mine]
+        return round(_support(mine[0], others), 6)
+
+    return max(candidates, key=lambda item: (support(item), item[0] == held, -item[1].criterion))
+
+
 def best_fit(
     views: list[View],
     *,
@@ -448,34 +487,7 @@ def best_fit(
     most = max(fit.known_agreement for _, fit in close)
     candidates = [item for item in close if item[1].known_agreement >= most - known_slack]
 
-    # Below DISTINCT_FROM classes every close fit counts and the criterion breaks ties, as before
-    # SAME_OPTIMUM: on binary tasks two optima always agree both ways alike, and letting the attacker's
-    # labelling hold between them kept worse ones (tests/test_cumulative.py, cross predictions on one line).
-    grouped = num_classes >= DISTINCT_FROM
-    held = held if grouped else None
-    optima: list[list[ViewFit]] = []
-    for _, fit in close:
-        alike = next((o for o in optima if _support(fit, [o[0]]) >= SAME_OPTIMUM), None) if grouped else None
-        if alike is not None:
-            alike.append(fit)
-        else:
-            optima.append([fit])
-
-    def support(item: tuple[str, ViewFit]) -> float:
-        if not grouped:
-            return _support(item[1], [fit for _, fit in close if fit is not item[1]])
-        # An optimum has one support, that of its first fit: measured from each member's own labels,
-        # the members (alike on SAME_OPTIMUM of the rows, not on all) got different ones, and a member
-        # of one optimum could outvote the attacker's labelling where the two optima tie (digits, three
-        # top layers, Adam, epoch 2: the fit from the nearest known sample, 0.914 right, against the
-        # attacker's refitted labelling, 0.999, which the fit from the known samples, of the same
-        # optimum as the former, agreed with less). Rounded: agreement between two optima is the same
-        # both ways, up to the rows each covers.
-        mine = next(optimum for optimum in optima if any(fit is item[1] for fit in optimum))
-        others = [optimum[0] for optimum in optima if optimum is not mine]
-        return round(_support(mine[0], others), 6)
-
-    return max(candidates, key=lambda item: (support(item), item[0] == held, -item[1].criterion))
+    return _consensus(close, candidates, num_classes=num_classes, held=held)
 
 
 def named_by_known_samples(
