@@ -26,7 +26,9 @@ from adversary.attacks.cumulative import (
     cross_directions,
     fit_views,
     named_by_known_samples,
+    HELD_MARGIN,
     ViewFit,
+    _close,
     _consensus,
     _known_apart,
     _known_shared,
@@ -611,6 +613,32 @@ def test_the_members_of_one_optimum_share_its_support_and_the_attackers_labellin
     assert agree["distance.smashed"] > agree["known samples"]  # its own support beats the attacker's
     name, _ = _consensus(close, close, num_classes=10, held="cumulative")
     assert name == "cumulative"
+
+
+def test_the_attackers_labelling_stays_among_the_close_fits_within_a_wider_margin():
+    """The SimpleNet cut after block 2 at epoch 2: the attacker's refitted labelling lay 0.00502 above the
+    lowest criterion, just outside the margin of 0.005, and the one fit inside it was kept. The attacker's
+    labelling now stays among the close fits up to HELD_MARGIN times the margin; any other start, and the
+    attacker's labelling on a binary task (where it holds no tie), keep the margin."""
+    margin = 0.005
+
+    def fit(criterion: float) -> ViewFit:
+        return ViewFit(torch.zeros(4, dtype=torch.long), torch.zeros(4, 2), criterion, 0, 1)
+
+    fits = [
+        ("cumulative", fit(-3.30441)),
+        ("known samples", fit(-3.30441)),
+        ("kmeans_hungarian.smashed", fit(-3.30943)),
+        ("far", fit(-3.30943 + HELD_MARGIN * margin + 1e-4)),
+    ]
+    names = [n for n, _ in _close(fits, switch_margin=margin, held="cumulative", num_classes=10)]
+    assert names == ["cumulative", "kmeans_hungarian.smashed"]
+    binary = [n for n, _ in _close(fits, switch_margin=margin, held="cumulative", num_classes=2)]
+    assert binary == ["kmeans_hungarian.smashed"]
+    fits[0] = ("cumulative", fit(-3.30943 + HELD_MARGIN * margin + 1e-4))
+    assert [n for n, _ in _close(fits, switch_margin=margin, held="cumulative", num_classes=10)] == [
+        "kmeans_hungarian.smashed"
+    ]
 
 
 def test_a_fit_whose_clusters_carry_other_names_is_renamed_by_the_known_samples():

@@ -130,6 +130,13 @@ OLDER_RELATED = 0.45
 # (25 runs) the attacker fell up to 3.3 points below k-means on the newest smashed data alone; the
 # SimpleNet cut after block 6 went from 0.825 at epoch 1 to 0.742 at epoch 2.
 SMASHED_AGE_FACTOR = 0.5
+# The attacker's own labelling, refitted, stays among the close fits of best_fit within this many
+# times the margin: what it holds yields only to a fit whose criterion is clearly lower, not to one
+# that a fixed margin happens to leave alone inside it. After the SimpleNet cut at block 2, at epoch 2,
+# the attacker's labelling (0.630 right) lay 0.00502 above the lowest criterion, just outside the
+# margin of 0.005, and the one fit inside it (0.389 right) was kept. From DISTINCT_FROM classes on,
+# where the attacker's labelling holds a tie between optima.
+HELD_MARGIN = 2.0
 # The ridge of cross_channel, relative to the smashed data's mean variance per coordinate.
 CROSS_RIDGE = 0.1
 # The weight of the cross-channel view: half a look, as each of the smashed data's two geometries.
@@ -390,6 +397,19 @@ def _support(fit: ViewFit, others: list[ViewFit]) -> float:
     return sum(float((other.labels[covered] == mine).float().mean()) for other in others)
 
 
+def _close(
+    fits: list[tuple[str, ViewFit]], *, switch_margin: float, held: str | None, num_classes: int
+) -> list[tuple[str, ViewFit]]:
+    """Returns the fits within switch_margin of the lowest criterion; from DISTINCT_FROM classes on, the
+    fit from the start named held (the attacker's own labelling) within HELD_MARGIN times it."""
+    lowest = min(fit.criterion for _, fit in fits)
+
+    def margin(name: str) -> float:
+        return switch_margin * (HELD_MARGIN if name == held and num_classes >= DISTINCT_FROM else 1.0)
+
+    return [(name, fit) for name, fit in fits if fit.criterion <= lowest + margin(name)]
+
+
 def _consensus(
     close: list[tuple[str, ViewFit]],
     candidates: list[tuple[str, ViewFit]],
@@ -445,7 +465,8 @@ def best_fit(
     """Returns (name of the start, fit) of the best fit from any start (name, initial labelling).
 
     The fits within switch_margin of the lowest criterion (the within-class variance larger by about
-    that fraction at most) are those the criterion cannot tell apart. Of them, those whose views place
+    that fraction at most; the fit from held within HELD_MARGIN times it, from DISTINCT_FROM classes on)
+    are those the criterion cannot tell apart. Of them, those whose views place
     the most known samples in their own class, less known_slack, are candidates, and the candidate the
     other close optima agree with most (_support: the summed fraction of rows labelled alike, each
     optimum counted once: fits alike on SAME_OPTIMUM of their rows are one, with its first fit's
@@ -482,8 +503,7 @@ def best_fit(
             settle=SETTLE,
         )
         fits.append((name, fit))
-    lowest = min(fit.criterion for _, fit in fits)
-    close = [item for item in fits if item[1].criterion <= lowest + switch_margin]
+    close = _close(fits, switch_margin=switch_margin, held=held, num_classes=num_classes)
     most = max(fit.known_agreement for _, fit in close)
     candidates = [item for item in close if item[1].known_agreement >= most - known_slack]
 
