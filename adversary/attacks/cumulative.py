@@ -646,14 +646,11 @@ def view_trust(
     def recognised(view: View) -> bool:
         if num_classes < DISTINCT_FROM:
             return False
-        shared = _known_shared(view, natural(view, 0), known_rows, num_classes)
-        if shared == 0:
+        if _known_shared(view, natural(view, 0), known_rows, num_classes) == 0:
             return True
-        if not _known_apart(view, natural(view, 0), known_rows, num_classes):
-            return False
-        return all(
-            _known_apart(view, natural(view, draw), known_rows, num_classes) for draw in range(1, SHARED_PAIR_SEEDS + 1)
-        )
+        # One pair shared (from SHARED_PAIR_FROM classes on): it must repeat under the further seeds.
+        draws = range(SHARED_PAIR_SEEDS + 1)
+        return all(_known_apart(view, natural(view, draw), known_rows, num_classes) for draw in draws)
 
     newest_epoch = max(v.epoch for v in smashed)
     newest = [v for v in smashed if v.epoch == newest_epoch]
