@@ -88,7 +88,7 @@ import numpy as np
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from adversary.attacks.similarity import kmeans_restarted, name_by_known, normalise, squared_distances
+from adversary.attacks.similarity import kmeans_restarted, name_by_known, normalise, ridge_fit, squared_distances
 
 __all__ = [
     "CHANNELS",
@@ -303,19 +303,11 @@ def cross_channel(smashed: torch.Tensor, grad: torch.Tensor, *, ridge: float = C
     """Returns the gradients as the smashed data predict them: ridge regression of grad on smashed, both centred.
 
     The fitted values X B, B = (X'X / n + r I)^-1 X'G / n, with r = ridge times the mean variance per
-    coordinate of X (scikit-learn's Ridge with alpha = n r and an intercept gives the same). None when
-    the smashed data do not vary (nothing to predict from).
+    coordinate of X (ridge_fit; scikit-learn's Ridge with alpha = n r and an intercept gives the same).
+    None when the smashed data do not vary (nothing to predict from).
     """
-    x = (smashed - smashed.mean(dim=0)).double()
-    g = (grad - grad.mean(dim=0)).double()
-    n, width = x.shape
-    covariance = x.T @ x / n
-    variance = float(torch.trace(covariance)) / width
-    if variance <= 0:
-        return None
-    eye = torch.eye(width, dtype=covariance.dtype, device=covariance.device)
-    coefficients = torch.linalg.solve(covariance + ridge * variance * eye, x.T @ g / n)
-    return (x @ coefficients).to(smashed.dtype)
+    fit = ridge_fit(smashed, grad, ridge=ridge)
+    return None if fit is None else fit.centred(smashed).to(smashed.dtype)
 
 
 def cross_directions(predicted: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,8 @@ __all__ = [
     "nearest_centroid",
     "normalise",
     "random_frame",
+    "RidgeFit",
+    "ridge_fit",
     "squared_distances",
     "unit_scale",
 ]
@@ -79,6 +81,42 @@ def random_frame(width: int, dim: int, *, seed: int, device: torch.device | str 
     generator = torch.Generator().manual_seed(seed * 7_919 + width)
     basis = torch.randn(width, dim, generator=generator) / math.sqrt(dim)
     return Frame(torch.zeros(1, width, device=device), basis.to(device), "random")
+
+
+@dataclass(frozen=True)
+class RidgeFit:
+    """A ridge regression of targets on vectors, both centred: predict(x) = (x - x_mean) B + y_mean."""
+
+    coefficients: torch.Tensor  # float64, (width of x, width of y)
+    x_mean: torch.Tensor
+    y_mean: torch.Tensor
+
+    def centred(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Returns the fitted values without the targets' mean, (x - x_mean) B, in float64."""
+        return (vectors - self.x_mean).double() @ self.coefficients
+
+    def predict(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Returns the fitted values (x - x_mean) B + y_mean, in float64."""
+        return self.centred(vectors) + self.y_mean.double()
+
+
+def ridge_fit(vectors: torch.Tensor, targets: torch.Tensor, *, ridge: float) -> RidgeFit | None:
+    """Returns the ridge regression of targets on vectors, or None when the vectors do not vary.
+
+    B = (X'X / n + r I)^-1 X'Y / n on the centred rows, with r = ridge times the mean variance per
+    coordinate of X: scikit-learn's Ridge with alpha = n r and an intercept fits the same.
+    """
+    x_mean, y_mean = vectors.mean(dim=0), targets.mean(dim=0)
+    x = (vectors - x_mean).double()
+    y = (targets - y_mean).double()
+    n, width = x.shape
+    covariance = x.T @ x / n
+    variance = float(torch.trace(covariance)) / width
+    if variance <= 0:
+        return None
+    eye = torch.eye(width, dtype=covariance.dtype, device=covariance.device)
+    coefficients = torch.linalg.solve(covariance + ridge * variance * eye, x.T @ y / n)
+    return RidgeFit(coefficients, x_mean, y_mean)
 
 
 def normalise(vectors: torch.Tensor) -> torch.Tensor:
