@@ -290,6 +290,48 @@ class AttackEngine:
         )
         return results, reduced
 
+    def pair_attacks(self, epoch: int, ids: np.ndarray, reduced: dict[str, torch.Tensor]) -> list[AttackResult]:
+        """Returns the epoch-end attacks on both channels at once (data "both"), on the epoch's vectors in
+        their frames, with the known samples' smashed vectors of the same epoch as the reference."""
+        names = [n for n in self.cfg.per_epoch if ATTACKS.get(n).data_kinds == ("both",)]
+        if not names:
+            return []
+        reference = self._known_in(ids, reduced["smashed"], f"epoch {epoch} smashed vectors of the known samples")
+        if reference is not None:
+            reference = Reference(reference.vectors.to(self.device), reference.labels.to(self.device), reference.source)
+        results = []
+        for name in names:
+            if reference is None:
+                results.append(
+                    AttackResult(name, "both", "train", ids, np.full(len(ids), -1), 0.0, note="no known reference yet")
+                )
+                continue
+            start = time.perf_counter()
+            ctx = AttackContext(
+                num_classes=self.num_classes,
+                measure="cosine",
+                kmeans_iters=self.cfg.kmeans_iters,
+                kmeans_restarts=self.cfg.kmeans_restarts,
+                kmeans_tol=self.cfg.kmeans_tol,
+                seed=self.seed * 100003 + epoch,
+            )
+            prediction = ATTACKS.get(name)().predict_pair(
+                reduced["grad"].to(self.device), reduced["smashed"].to(self.device), reference, ctx
+            )
+            results.append(
+                AttackResult(
+                    name,
+                    "both",
+                    "train",
+                    ids,
+                    prediction.labels.cpu().numpy().astype(np.int64),
+                    time.perf_counter() - start,
+                    scores=None if prediction.scores is None else prediction.scores.cpu().numpy(),
+                    reference=reference.source,
+                )
+            )
+        return results
+
     def train_epoch(self, epoch: int, ids: np.ndarray, smashed: torch.Tensor, grad: torch.Tensor) -> list[AttackResult]:
         """Returns the full-epoch attacks, with the known samples' vectors from the same epoch."""
         raw = {"grad": _flat(grad).to(self.device), "smashed": _flat(smashed).to(self.device)}
@@ -298,6 +340,7 @@ class AttackEngine:
         for data in KINDS:
             found, reduced[data] = self.epoch_attacks(data, epoch, ids, raw[data])
             results += found
+        results += self.pair_attacks(epoch, ids, reduced)
         if self.cumulative is not None:
             start = time.perf_counter()
             # Every single attack's labelling is a place the cumulative fit may start from.

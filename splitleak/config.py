@@ -234,6 +234,7 @@ class AttackSection(_Section):
             "prototype",
             "kmeans_seeded",
             "kmeans_hungarian",
+            "cross_kmeans",
             "norm",
             "direction",
             "random",

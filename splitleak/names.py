@@ -10,6 +10,7 @@ __all__ = ["ATTACK_NAMES", "BUILTIN_ARCHS", "DATASET_NAMES", "DEFENSE_NAMES"]
 
 DEFENSE_NAMES = ("dp_sgd", "grad_compression", "label_dp", "marvell", "none")
 ATTACK_NAMES = (
+    "cross_kmeans",
     "direction",
     "distance",
     "kmeans_hungarian",

@@ -33,6 +33,7 @@ ATTACK_COLUMNS = (
     "distance.smashed",
     "kmeans_seeded.smashed",
     "kmeans_hungarian.smashed",
+    "cross_kmeans.both",
 )
 INFER_COLUMNS = ("distance", "kmeans_seeded", "train_centroids", "train_knn")
 SWEEPS = ("dp_sgd", "dp_sgd_top_only", "dp_sgd_authors", "label_dp", "label_dp_learned", "grad_compression", "marvell")
@@ -276,6 +277,7 @@ SWEEP_KEYS = (
     "distance.grad.train",
     "kmeans_seeded.grad.train",
     "kmeans_seeded.smashed.train",
+    "cross_kmeans.both.train",
     "kmeans_seeded.smashed.infer",
     "train_knn.smashed.infer",
 )

@@ -107,6 +107,9 @@ def test_attack_signatures_cannot_receive_ground_truth():
     for name in ATTACKS:
         params = list(inspect.signature(ATTACKS.get(name)().predict).parameters)
         assert params == ["vectors", "reference", "ctx"], name
+        if ATTACKS.get(name).data_kinds == ("both",):
+            params = list(inspect.signature(ATTACKS.get(name)().predict_pair).parameters)
+            assert params == ["grad", "smashed", "reference", "ctx"], name
     params = set(inspect.signature(AttackEngine.__init__).parameters)
     assert not {"labels", "ground_truth", "truth", "y"} & params
 
@@ -141,3 +144,87 @@ def test_kmeans_on_unit_rows_needs_no_normalised_copy():
     scaled = kmeans(x, seeds_copy, max_iters=100, scale=unit_scale(x))
     copied = kmeans(unit, seeds_copy, max_iters=100)
     assert torch.equal(scaled[0], copied[0]) and torch.allclose(scaled[1], copied[1], atol=1e-5)
+
+
+def _randomised_response(classes=5, n_per=120, keep=0.4, seed=0):
+    """Smashed data that follow the true classes; gradients that follow labels kept with probability
+    keep and otherwise drawn uniformly from the other classes (K-ary randomized response)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(classes).repeat_interleave(n_per)
+    centres = 3.0 * torch.randn(classes, 8, generator=g)
+    smashed = centres[labels] + torch.randn(len(labels), 8, generator=g)
+    flip = torch.rand(len(labels), generator=g) >= keep
+    other = (labels + torch.randint(1, classes, (len(labels),), generator=g)) % classes
+    noisy = torch.where(flip, other, labels)
+    directions = normalise(torch.randn(classes, 6, generator=g))
+    grad = -(directions[noisy] + 0.05 * torch.randn(len(labels), 6, generator=g))
+    return grad, smashed, labels, noisy
+
+
+def test_cross_kmeans_reads_the_true_classes_through_randomised_labels():
+    """The gradients carry the randomised labels (so does k-means on them); the smashed data predict the
+    randomised label best where they predict the true one, so the regression recovers the true classes."""
+    grad, smashed, labels, noisy = _randomised_response(n_per=300)
+    reference, rows = _known(smashed, labels)
+    ctx = AttackContext(num_classes=5, measure="cosine", kmeans_iters=100, seed=1, kmeans_restarts=3)
+    on_grad = ATTACKS.get("kmeans_hungarian")().predict(grad, Reference(grad[rows], labels[rows], "t"), ctx)
+    assert (noisy == labels).float().mean() < 0.45
+    assert (on_grad.labels == labels).float().mean() < 0.6
+    prediction = ATTACKS.get("cross_kmeans")().predict_pair(grad, smashed, reference, ctx)
+    assert (prediction.labels == labels).float().mean() > 0.95
+    assert prediction.scores is None
+
+
+def test_cross_kmeans_is_ridge_regression_of_the_gradient_clusters_as_scikit_learn_fits_it():
+    """The same clusters as kmeans_hungarian on the gradients (same seed and restarts), regressed on the
+    smashed data by scikit-learn's Ridge (alpha = n times 0.1 of the mean variance per coordinate), the
+    clusters named by SciPy's Hungarian matching on the known samples' mean predictions."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.linear_model import Ridge
+
+    from adversary.attacks.similarity import kmeans_restarted, unit_scale
+
+    grad, smashed, labels, _ = _randomised_response(classes=4, keep=0.5, seed=2)
+    reference, rows = _known(smashed, labels)
+    ctx = AttackContext(num_classes=4, measure="cosine", kmeans_iters=100, seed=7, kmeans_restarts=2)
+    clusters, _ = kmeans_restarted(
+        grad, 4, restarts=2, generator=torch.Generator().manual_seed(7), max_iters=100, scale=unit_scale(grad)
+    )
+    x = smashed.double().numpy()
+    indicators = np.eye(4)[clusters.numpy()]
+    alpha = len(x) * 0.1 * x.var(axis=0).mean()
+    model = Ridge(alpha=alpha).fit(x, indicators)
+    known = model.predict(x[rows])
+    gain = np.stack([known[labels[rows].numpy() == c].mean(axis=0) for c in range(4)], axis=1)
+    cluster_of, class_of = linear_sum_assignment(-gain)
+    name = np.empty(4, dtype=np.int64)
+    name[cluster_of] = class_of
+    expected = name[model.predict(x).argmax(axis=1)]
+    prediction = ATTACKS.get("cross_kmeans")().predict_pair(grad, smashed, reference, ctx)
+    assert np.array_equal(prediction.labels.numpy(), expected)
+
+
+def test_cross_kmeans_scores_a_binary_task_for_auc():
+    from sklearn.metrics import roc_auc_score
+
+    grad, smashed, labels, _ = _randomised_response(classes=2, n_per=200, keep=0.7, seed=3)
+    reference, _ = _known(smashed, labels)
+    ctx = AttackContext(num_classes=2, measure="cosine", kmeans_iters=100, seed=0, kmeans_restarts=2)
+    prediction = ATTACKS.get("cross_kmeans")().predict_pair(grad, smashed, reference, ctx)
+    assert (prediction.labels == labels).float().mean() > 0.95
+    assert roc_auc_score(labels.numpy(), prediction.scores.numpy()) > 0.95
+
+
+def test_the_engine_runs_pair_attacks_at_epoch_ends_on_both_channels():
+    grad, smashed, labels, _ = _randomised_response(classes=3, n_per=60, keep=0.6, seed=4)
+    ids = np.arange(len(labels)) * 3 + 2
+    _, rows = _known(smashed, labels)
+    config = AttackSection(per_epoch=["distance", "cross_kmeans"])
+    engine = AttackEngine(config, known_ids=ids[rows], known_labels=labels[rows].numpy(), num_classes=3)
+    results = engine.train_epoch(0, ids, smashed=smashed, grad=grad)
+    pair = next(r for r in results if r.attack == "cross_kmeans")
+    assert pair.data == "both" and "epoch 0 smashed vectors of the known samples" in pair.reference
+    assert (pair.predictions == labels.numpy()).mean() > 0.9
+    assert not any(r.attack == "cross_kmeans" and r.data != "both" for r in results)
+    with pytest.raises(TypeError, match="both channels"):
+        ATTACKS.get("cross_kmeans")().predict(smashed, Reference(smashed[rows], labels[rows], "t"), None)
