@@ -170,7 +170,8 @@ def bench_synthetic(
             results_all.append(r)
     if "cumulative" in names and set(channels) == {"grad", "smashed"}:
         start = time.perf_counter()
-        candidates = {f"{r.attack}.{r.data}": r.predictions for r in results_all if r.note is None and r.data != "none"}
+        starts = [r for r in results_all if r.note is None and r.data not in ("none", "both")]
+        candidates = {f"{r.attack}.{r.data}": r.predictions for r in starts}
         predictions = engine.cumulative.end_epoch(ids, candidates, epoch_vectors=reduced)
         ours[("cumulative", "both")] = (time.perf_counter() - start, predictions)
         rows.append({"attack": "cumulative", "data": "both", "peak_rss_mb": _peak_rss_mb()})

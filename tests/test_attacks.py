@@ -228,3 +228,21 @@ def test_the_engine_runs_pair_attacks_at_epoch_ends_on_both_channels():
     assert not any(r.attack == "cross_kmeans" and r.data != "both" for r in results)
     with pytest.raises(TypeError, match="both channels"):
         ATTACKS.get("cross_kmeans")().predict(smashed, Reference(smashed[rows], labels[rows], "t"), None)
+
+
+def test_cross_kmeans_leaves_the_cumulative_attacker_as_it_was():
+    """Its labelling is not among the cumulative fit's starts: the cumulative attacker labels alike with and
+    without it."""
+    grad, smashed, labels, _ = _randomised_response(classes=3, n_per=60, keep=0.5, seed=5)
+    ids = np.arange(len(labels)) * 3 + 2
+    _, rows = _known(smashed, labels)
+    outcome = {}
+    for per_epoch in (["distance", "kmeans_seeded"], ["distance", "kmeans_seeded", "cross_kmeans"]):
+        engine = AttackEngine(
+            AttackSection(per_epoch=per_epoch), known_ids=ids[rows], known_labels=labels[rows].numpy(), num_classes=3
+        )
+        for epoch in range(2):
+            results = engine.train_epoch(epoch, ids, smashed=smashed, grad=grad)
+        outcome[len(per_epoch)] = next(r for r in results if r.attack == "cumulative")
+    assert np.array_equal(outcome[2].predictions, outcome[3].predictions)
+    assert "cross_kmeans" not in outcome[3].reference
