@@ -178,7 +178,8 @@ def test_cross_kmeans_reads_the_true_classes_through_randomised_labels():
 def test_cross_kmeans_is_ridge_regression_of_the_gradient_clusters_as_scikit_learn_fits_it():
     """The same clusters as kmeans_hungarian on the gradients (same seed and restarts), regressed on the
     smashed data by scikit-learn's Ridge (alpha = n times 0.1 of the mean variance per coordinate), the
-    clusters named by SciPy's Hungarian matching on the known samples' mean predictions."""
+    clusters named by SciPy's Hungarian matching on the known samples' mean predictions; each sample takes
+    the cluster whose prediction rises most above the cluster's share."""
     from scipy.optimize import linear_sum_assignment
     from sklearn.linear_model import Ridge
 
@@ -194,14 +195,32 @@ def test_cross_kmeans_is_ridge_regression_of_the_gradient_clusters_as_scikit_lea
     indicators = np.eye(4)[clusters.numpy()]
     alpha = len(x) * 0.1 * x.var(axis=0).mean()
     model = Ridge(alpha=alpha).fit(x, indicators)
-    known = model.predict(x[rows])
+    # Each cluster's predicted indicator less its share of the epoch (the intercept cancels in the naming).
+    known = model.predict(x[rows]) - indicators.mean(axis=0)
     gain = np.stack([known[labels[rows].numpy() == c].mean(axis=0) for c in range(4)], axis=1)
     cluster_of, class_of = linear_sum_assignment(-gain)
     name = np.empty(4, dtype=np.int64)
     name[cluster_of] = class_of
-    expected = name[model.predict(x).argmax(axis=1)]
+    expected = name[(model.predict(x) - indicators.mean(axis=0)).argmax(axis=1)]
     prediction = ATTACKS.get("cross_kmeans")().predict_pair(grad, smashed, reference, ctx)
     assert np.array_equal(prediction.labels.numpy(), expected)
+
+
+def test_cross_kmeans_reads_a_cluster_that_is_small_beside_a_large_one():
+    """Gradients that follow the true class in 3 of 10 samples and otherwise fall into class 0's cluster
+    (clusters of very different sizes, as under mixup): the large cluster is predicted most for every
+    sample, but each class's own cluster rises most above its share."""
+    g = torch.Generator().manual_seed(6)
+    labels = torch.arange(4).repeat_interleave(200)
+    smashed = (3.0 * torch.randn(4, 8, generator=g))[labels] + torch.randn(len(labels), 8, generator=g)
+    followed = torch.where(torch.rand(len(labels), generator=g) < 0.3, labels, torch.zeros_like(labels))
+    directions = normalise(torch.randn(4, 6, generator=g))
+    grad = -(directions[followed] + 0.05 * torch.randn(len(labels), 6, generator=g))
+    assert (followed == 0).float().mean() > 0.7
+    reference, _ = _known(smashed, labels)
+    ctx = AttackContext(num_classes=4, measure="cosine", kmeans_iters=100, seed=0, kmeans_restarts=2)
+    prediction = ATTACKS.get("cross_kmeans")().predict_pair(grad, smashed, reference, ctx)
+    assert (prediction.labels == labels).float().mean() > 0.95
 
 
 def test_cross_kmeans_scores_a_binary_task_for_auc():

@@ -17,7 +17,8 @@ from scipy.optimize import linear_sum_assignment
 
 from adversary.attacks.base import ATTACKS, Attack, AttackContext, Prediction, Reference
 from adversary.attacks.cumulative import CROSS_RIDGE
-from adversary.attacks.similarity import kmeans_restarted, ridge_fit, unit_scale
+from adversary.attacks.similarity import ridge_fit
+from adversary.attacks.similarity_attacks import KMeansHungarianAttack
 
 __all__ = ["CrossKMeansAttack", "PairAttack"]
 
@@ -46,10 +47,10 @@ class CrossKMeansAttack(PairAttack):
 
     k-means++ on the epoch's unit gradients (k = classes, the clusters of kmeans_hungarian on the
     gradients: same seed, restarts and tolerance); a ridge regression of the clusters' indicators on the
-    smashed data (cross_channel's ridge); each sample takes the cluster predicted most, and the clusters
-    are named by Hungarian matching on the known samples' predicted scores (each class's known samples
-    vote with their mean score for every cluster). On a binary task the score is the predicted
-    class-1 indicator minus the class-0 one.
+    smashed data (cross_channel's ridge); each sample takes the cluster whose predicted indicator rises
+    most above the cluster's share of the epoch, and the clusters are named by Hungarian matching on the
+    known samples' rises (each class's known samples vote with their mean rise for every cluster). On a
+    binary task the score is the class-1 rise minus the class-0 one.
     """
 
     name = "cross_kmeans"
@@ -57,17 +58,8 @@ class CrossKMeansAttack(PairAttack):
     def predict_pair(self, grad, smashed, reference, ctx):
         if len(grad) != len(smashed):
             raise ValueError(f"{len(grad)} gradient rows against {len(smashed)} smashed rows: not the same samples")
+        clusters, _ = KMeansHungarianAttack.clusters(grad, ctx)
         k = min(ctx.num_classes, len(grad))
-        generator = torch.Generator().manual_seed(ctx.seed)
-        clusters, _ = kmeans_restarted(
-            grad,
-            k,
-            restarts=ctx.kmeans_restarts,
-            generator=generator,
-            max_iters=ctx.kmeans_iters,
-            tol=ctx.kmeans_tol,
-            scale=unit_scale(grad),
-        )
         indicators = torch.nn.functional.one_hot(clusters, k).to(smashed.dtype)
         fit = ridge_fit(smashed, indicators, ridge=CROSS_RIDGE)
         if fit is None:
@@ -75,9 +67,11 @@ class CrossKMeansAttack(PairAttack):
             shares = indicators.mean(dim=0, dtype=torch.float64)
             scores, known_scores = shares.expand(len(smashed), k), shares.expand(len(reference.vectors), k)
         else:
-            scores, known_scores = fit.predict(smashed), fit.predict(reference.vectors)
+            # Each cluster's predicted indicator less its share of the epoch: where clusters are of very
+            # different sizes (mixup, a learnt prior) the share would hand most samples to the largest.
+            scores, known_scores = fit.centred(smashed), fit.centred(reference.vectors)
         classes = torch.unique(reference.labels)
-        # gain[j, c]: the mean predicted indicator of cluster j over the known samples of class c.
+        # gain[j, c]: the mean rise of cluster j's predicted indicator over the known samples of class c.
         gain = torch.stack([known_scores[reference.labels == c].mean(dim=0) for c in classes], dim=1)
         rows, cols = linear_sum_assignment(gain.cpu().numpy(), maximize=True)
         # Clusters left unmatched (fewer known classes than clusters) take their best class.

@@ -133,19 +133,26 @@ class KMeansHungarianAttack(Attack):
 
     name = "kmeans_hungarian"
 
-    def predict(self, vectors, reference, ctx):
-        scale = unit_scale(vectors)
+    @staticmethod
+    def clusters(vectors: torch.Tensor, ctx) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (assignments, centroids): k-means++ with ctx's seed, restarts and tolerance, k = classes.
+
+        cross_kmeans clusters the gradients through this too, so both attacks see the same clusters.
+        """
         generator = torch.Generator().manual_seed(ctx.seed)
-        k = min(ctx.num_classes, len(vectors))
-        assign, centroids = kmeans_restarted(
+        return kmeans_restarted(
             vectors,
-            k,
+            min(ctx.num_classes, len(vectors)),
             restarts=ctx.kmeans_restarts,
             generator=generator,
             max_iters=ctx.kmeans_iters,
             tol=ctx.kmeans_tol,
-            scale=scale,
+            scale=unit_scale(vectors),
         )
+
+    def predict(self, vectors, reference, ctx):
+        scale = unit_scale(vectors)
+        assign, centroids = self.clusters(vectors, ctx)
         protos, classes = _class_prototypes(reference, ctx.num_classes, unit=True)
         cost = torch.cdist(centroids, protos).cpu().numpy()
         rows, cols = linear_sum_assignment(cost)
