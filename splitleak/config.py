@@ -6,6 +6,7 @@ YAML, so ``train.epochs=3`` is an int and ``adversary.capture=true`` a bool.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -363,13 +364,38 @@ class RunConfig(_Section):
         return self
 
 
+def _key_paths(section: type[BaseModel], prefix: str = "") -> list[str]:
+    """Returns the dotted path of every key a section takes, its subsections' keys included."""
+    paths = []
+    for name, field in section.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.append(path)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            paths += _key_paths(field.annotation, f"{path}.")
+    return paths
+
+
+def _unknown_key_hint(loc: tuple) -> str:
+    """Returns ' (did you mean ...?)' for a key no section takes: a near spelling in the same section,
+    else the keys of that name elsewhere (a top-level `defense` belongs under label_party), else ''."""
+    known = _key_paths(RunConfig)
+    parent, key = ".".join(str(p) for p in loc[:-1]), str(loc[-1])
+    siblings = [p.rsplit(".", 1)[-1] for p in known if p.rpartition(".")[0] == parent]
+    near = [f"{parent}.{m}" if parent else m for m in difflib.get_close_matches(key, siblings, n=2, cutoff=0.75)]
+    elsewhere = [p for p in known if p.rsplit(".", 1)[-1] == key]
+    found = near or elsewhere
+    return f" (did you mean {' or '.join(found)}?)" if found else ""
+
+
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         value = e.get("input")
-        if isinstance(value, (str, int, float, bool)) and e["type"] not in ("value_error", "missing"):
+        if e["type"] == "extra_forbidden":
+            msg = "not a key here" + _unknown_key_hint(e["loc"])
+        elif isinstance(value, (str, int, float, bool)) and e["type"] not in ("value_error", "missing"):
             msg += f" (got {value!r})"
         lines.append(f"  {path}: {msg}" if path else f"  {msg}")
     return "invalid config:\n" + "\n".join(lines)

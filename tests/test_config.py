@@ -38,6 +38,21 @@ def test_every_problem_is_reported_with_its_key_path():
         parse_config({"data": {"name": "nope"}})
 
 
+def test_an_unknown_key_names_the_key_meant():
+    """A misspelt key gets its near spelling in the same section; a key put in the wrong section gets
+    the places that take it; a key like no other gets neither."""
+
+    def problem(tree):
+        with pytest.raises(ConfigError) as err:
+            parse_config(tree)
+        return str(err.value)
+
+    assert "train.epoch: not a key here (did you mean train.epochs?)" in problem({"train": {"epoch": 3}})
+    assert "did you mean label_party.defense or sweep.defense?" in problem({"defense": {"name": "label_dp"}})
+    assert "did you mean label_party.defense.epsilon?" in problem({"label_party": {"defense": {"epsilom": 1}}})
+    assert problem({"adversary": {"bogus": 1}}).endswith("adversary.bogus: not a key here")
+
+
 def test_overrides_parse_values_as_yaml():
     tree = apply_overrides({}, ["train.epochs=3", "adversary.capture=true", "run.id=x", "model.bottom_hidden=[8, 4]"])
     config = parse_config(tree)
