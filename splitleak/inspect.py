@@ -92,7 +92,9 @@ def overview(summary: dict | None, records: list[dict]) -> list[str]:
     task = summary.get("task") or {}
     parts = []
     if defense.get("epsilon") is not None:
-        parts.append(f"ε = {defense['epsilon']:.3g}, δ = {defense.get('delta', 0):.0e}")
+        delta = defense.get("delta") or 0
+        # Label DP (randomized response) is pure epsilon-DP: its delta reads 0, not 0e+00.
+        parts.append(f"ε = {defense['epsilon']:.3g}, δ = {f'{delta:.0e}' if delta else 0}")
     if task.get("test_samples"):
         parts.append(f"task measured on {task['test_samples']:,} test samples")
     threshold = (summary.get("time_to_leak") or {}).get("threshold")
@@ -252,7 +254,8 @@ def print_run(records: list[dict], summary: dict | None, console: Console, *, ro
     lags = [r for r in records if r.get("type") == "lag" and "waited_ms" in r]
     if lags:
         console.print(
-            f"the adversary fell behind {len(lags)} times (longest wait {max(r['waited_ms'] for r in lags):.0f} ms); "
+            f"the adversary fell behind {'once' if len(lags) == 1 else f'{len(lags)} times'} "
+            f"(longest wait {max(r['waited_ms'] for r in lags):.0f} ms); "
             "exchanges waited, none was dropped",
             markup=False,
             highlight=False,

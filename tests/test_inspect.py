@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from conftest import REPO, small_config
-from splitleak.inspect import follow_records, print_records, print_run
+from splitleak.inspect import follow_records, overview, print_records, print_run
 from splitleak.runlog import JsonlWriter, write_json_atomic
 from splitleak.runner import run_in_process
 
@@ -36,6 +36,15 @@ EPOCH = {
 }
 
 
+def test_overview_gives_a_pure_dp_defense_delta_0():
+    """Label DP (randomized response) is pure epsilon-DP: its delta reads 0, and a DP-SGD delta in
+    scientific notation."""
+    (line,) = overview({"defense": {"name": "label_dp", "epsilon": 1.0, "delta": 0.0}}, [])
+    assert line == "ε = 1, δ = 0"
+    (line,) = overview({"defense": {"name": "dp_sgd", "epsilon": 8.0, "delta": 1e-5}}, [])
+    assert line == "ε = 8, δ = 1e-05"
+
+
 def test_table_and_json(tmp_path, capsys):
     writer = JsonlWriter(tmp_path / "attack_log.jsonl")
     for record in (ROUND, EPOCH, {"type": "lag", "waited_ms": 3.0}):
@@ -55,7 +64,7 @@ def test_table_and_json(tmp_path, capsys):
     text = console.export_text()
     assert "labels leaked: something" in text and "ε = 2, δ = 1e-05" in text
     assert "on 359 test samples" in text and "0.9610027855153204" not in text
-    assert "0.750" in text and "fell behind 1 times" in text and "threshold 0.95" in text
+    assert "0.750" in text and "fell behind once (longest wait 3 ms)" in text and "threshold 0.95" in text
     capsys.readouterr()
     print_records(tmp_path, as_json=True)
     lines = capsys.readouterr().out.splitlines()
