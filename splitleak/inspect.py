@@ -78,6 +78,13 @@ def attack_rows(records) -> list[dict]:
 # -- the verdict ----------------------------------------------------------------------------------
 
 
+def privacy_budget(defense: dict) -> tuple[str, str]:
+    """Returns (epsilon, delta) as a person reads them; label DP (randomized response) is pure epsilon-DP,
+    and its delta reads 0, not 0e+00."""
+    delta = defense.get("delta") or 0
+    return f"{defense['epsilon']:.3g}", f"{delta:.0e}" if delta else "0"
+
+
 def overview(summary: dict | None, records: list[dict]) -> list[str]:
     """Returns the lines above the table: the verdict, then what it leaves out (epsilon and delta, the
     test set size, the threshold)."""
@@ -92,9 +99,7 @@ def overview(summary: dict | None, records: list[dict]) -> list[str]:
     task = summary.get("task") or {}
     parts = []
     if defense.get("epsilon") is not None:
-        delta = defense.get("delta") or 0
-        # Label DP (randomized response) is pure epsilon-DP: its delta reads 0, not 0e+00.
-        parts.append(f"ε = {defense['epsilon']:.3g}, δ = {f'{delta:.0e}' if delta else 0}")
+        parts.append("ε = {}, δ = {}".format(*privacy_budget(defense)))
     if task.get("test_samples"):
         parts.append(f"task measured on {task['test_samples']:,} test samples")
     threshold = (summary.get("time_to_leak") or {}).get("threshold")

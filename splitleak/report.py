@@ -146,6 +146,12 @@ def plot_epochs(summary: dict, path: Path) -> Path | None:
     infer_x = (train_epochs[-1] + 1) if train_epochs else 0
     fig, ax = plt.subplots(figsize=(10, 4.8))
     keys = sorted({(r["attack"], r["data"], r["phase"]) for r in rows}, key=lambda k: (k[0] != "cumulative", k))
+    # One colour per attack, one line style per channel: an attack's gradient, smashed and inference
+    # figures read as one family, and 16 series do not run out of a 10-colour cycle into look-alikes.
+    others = sorted({attack for attack, _, _ in keys if attack != "cumulative"})
+    # tab20 pairs a dark and a light shade of each hue: the dark ones first, then the light.
+    colour = {attack: plt.get_cmap("tab20")((2 * i) % 20 + (2 * i) // 20 % 2) for i, attack in enumerate(others)}
+    dashes = {"grad": "-", "smashed": "--"}
     for attack, data, phase in keys:
         points = sorted(
             (r["epoch"], r["accuracy"])
@@ -155,10 +161,22 @@ def plot_epochs(summary: dict, path: Path) -> Path | None:
         if attack == "cumulative":
             style = {"color": "black", "linewidth": 3, "zorder": 5, "label": "cumulative attacker"}
         else:
-            style = {"linewidth": 1.3, "linestyle": "-" if data == "grad" else "--", "label": f"{attack} / {data}"}
+            style = {
+                "color": colour[attack],
+                "linewidth": 1.3,
+                "linestyle": dashes.get(data, "-."),
+                "label": f"{attack} / {data}",
+            }
         if phase == "infer":
             value = next(r["accuracy"] for r in rows if (r["attack"], r["data"], r["phase"]) == (attack, data, phase))
-            ax.plot([infer_x], [value], marker="D", linestyle="none", label=f"{attack} / {data} (inference)")
+            ax.plot(
+                [infer_x],
+                [value],
+                marker="D",
+                linestyle="none",
+                color=style["color"],
+                label=f"{attack} / {data} (inference)",
+            )
             continue
         if points:
             xs, ys = zip(*points)
@@ -282,6 +300,8 @@ def _epoch_html(records: list[dict]) -> str:
 
 def write_run_report(run_dir: Path) -> Path:
     """Writes RUN_DIR/report.html (and its report-*.png) for one run; returns the page's path."""
+    from splitleak.inspect import privacy_budget
+
     run_dir = Path(run_dir)
     records, summary = _run_records(run_dir)
     hello = next((r for r in records if r.get("type") == "hello"), {})
@@ -293,7 +313,7 @@ def write_run_report(run_dir: Path) -> Path:
     body = [f"<h1>splitleak run {html.escape(str(summary.get('run_id') or hello.get('run_id', '?')))}</h1>"]
     verdict = [
         ["defense", defense.get("name", "none")],
-        ["ε, δ", "–" if defense.get("epsilon") is None else f"{defense['epsilon']:.3g}, {defense.get('delta', 0):.0e}"],
+        ["ε, δ", "–" if defense.get("epsilon") is None else ", ".join(privacy_budget(defense))],
         ["task test accuracy", f"{_fmt(task.get('test_accuracy'))} on {task.get('test_samples', '–')} samples"],
         [
             "training labels leaked (cumulative attacker, last epoch)",
