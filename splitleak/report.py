@@ -11,6 +11,8 @@ import json
 import math
 from pathlib import Path
 
+from splitleak.names import ATTACK_NAMES
+
 
 __all__ = [
     "PLOTTED",
@@ -23,9 +25,11 @@ __all__ = [
     "write_sweep_report",
 ]
 
-# The series a sweep plot shows: the attacker's verdict, then the single attacks that matter.
+# The series a sweep plot shows: the attacker's verdict and the best snapshot beside it (a privacy tool
+# shows the stronger figure: under label DP that is cross_kmeans's), then the single attacks that matter.
 PLOTTED = (
     "leakage.train",
+    "leakage.best_snapshot",
     "leakage.inference",
     "distance.grad.train",
     "kmeans_seeded.grad.train",
@@ -33,6 +37,7 @@ PLOTTED = (
     "direction.grad.train",
     "distance.smashed.train",
     "kmeans_seeded.smashed.train",
+    "cross_kmeans.both.train",
     "kmeans_seeded.smashed.infer",
     "train_knn.smashed.infer",
 )
@@ -48,17 +53,38 @@ def _pyplot():
     return plt
 
 
+# tab20's shades for the single attacks: the dark ones first, then the light; not purple, red or grey,
+# which the best inference attack, the leak threshold and the task accuracy wear.
+_ATTACK_SHADES = (0, 2, 4, 10, 12, 16, 18, 1, 3, 5, 11, 13, 17, 19)
+
+
+def attack_colour(attack: str):
+    """Returns one attack's colour, the same in every plot (an unregistered name takes the last shade)."""
+    from matplotlib import colormaps
+
+    index = ATTACK_NAMES.index(attack) if attack in ATTACK_NAMES else len(_ATTACK_SHADES) - 1
+    return colormaps["tab20"](_ATTACK_SHADES[index % len(_ATTACK_SHADES)])
+
+
 def _style(key: str) -> dict:
     if key == "leakage.train":
         return {"linewidth": 3, "color": "black", "linestyle": "-", "label": "cumulative attacker (training labels)"}
+    if key == "leakage.best_snapshot":
+        return {
+            "linewidth": 1.5,
+            "color": "black",
+            "linestyle": (0, (4, 2)),
+            "label": "best single snapshot (picked with ground truth)",
+        }
     if key == "leakage.inference":
         return {"linewidth": 2, "color": "tab:purple", "linestyle": ":", "label": "best inference attack"}
     if key == "test_accuracy":
         return {"linewidth": 2, "color": "grey", "linestyle": "-.", "label": "task test accuracy"}
     attack, data, phase = key.split(".")
     return {
+        "color": attack_colour(attack),
         "linewidth": 1.2,
-        "linestyle": ":" if phase == "infer" else ("-" if data == "grad" else "--"),
+        "linestyle": ":" if phase == "infer" else {"grad": "-", "smashed": "--"}.get(data, "-."),
         "label": f"{attack} / {data} / {phase}",
     }
 
@@ -148,9 +174,6 @@ def plot_epochs(summary: dict, path: Path) -> Path | None:
     keys = sorted({(r["attack"], r["data"], r["phase"]) for r in rows}, key=lambda k: (k[0] != "cumulative", k))
     # One colour per attack, one line style per channel: an attack's gradient, smashed and inference
     # figures read as one family, and 16 series do not run out of a 10-colour cycle into look-alikes.
-    others = sorted({attack for attack, _, _ in keys if attack != "cumulative"})
-    # tab20 pairs a dark and a light shade of each hue: the dark ones first, then the light.
-    colour = {attack: plt.get_cmap("tab20")((2 * i) % 20 + (2 * i) // 20 % 2) for i, attack in enumerate(others)}
     dashes = {"grad": "-", "smashed": "--"}
     for attack, data, phase in keys:
         points = sorted(
@@ -162,7 +185,7 @@ def plot_epochs(summary: dict, path: Path) -> Path | None:
             style = {"color": "black", "linewidth": 3, "zorder": 5, "label": "cumulative attacker"}
         else:
             style = {
-                "color": colour[attack],
+                "color": attack_colour(attack),
                 "linewidth": 1.3,
                 "linestyle": dashes.get(data, "-."),
                 "label": f"{attack} / {data}",

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, small_config
-from splitleak.report import compare_runs, write_report
+from splitleak.names import ATTACK_NAMES
+from splitleak.report import attack_colour, compare_runs, write_report
 from splitleak.runner import run_in_process
 from splitleak.sweep import grid_points, run_sweep
 
@@ -92,6 +93,17 @@ def test_a_sweep_report_marks_a_diverged_run_and_draws_every_point(tmp_path):
     diverged = [r for r in sweep["runs"] if r["failure"]]
     assert [r["point"] for r in diverged] == ["defense.name-dp_sgd__defense.epsilon-0.01"]
     assert "Diverged runs" in text and "dp_sgd epsilon=0.01: 1 of 1 seeds diverged" in text
+
+
+def test_every_attack_wears_its_own_colour_in_every_plot():
+    """One colour per registered attack, none of them the leak threshold's red, the best inference
+    attack's purple or the task accuracy's grey."""
+    from matplotlib.colors import to_rgba
+
+    colours = [attack_colour(name) for name in ATTACK_NAMES]
+    assert len(set(colours)) == len(ATTACK_NAMES)
+    taken = {to_rgba(c) for c in ("tab:red", "tab:purple", "tab:gray", "grey", "black")}
+    assert not taken & {to_rgba(c) for c in colours}
 
 
 def test_compare_prints_the_settings_that_differ(tmp_path):
