@@ -56,6 +56,8 @@ def _pyplot():
 # tab20's shades for the single attacks: the dark ones first, then the light; not purple, red or grey,
 # which the best inference attack, the leak threshold and the task accuracy wear.
 _ATTACK_SHADES = (0, 2, 4, 10, 12, 16, 18, 1, 3, 5, 11, 13, 17, 19)
+# One line style per channel: gradients solid, smashed data dashed, both channels (cross_kmeans) dash-dot.
+_CHANNEL_LINE = {"grad": "-", "smashed": "--", "both": "-."}
 
 
 def attack_colour(attack: str):
@@ -84,7 +86,7 @@ def _style(key: str) -> dict:
     return {
         "color": attack_colour(attack),
         "linewidth": 1.2,
-        "linestyle": ":" if phase == "infer" else {"grad": "-", "smashed": "--"}.get(data, "-."),
+        "linestyle": ":" if phase == "infer" else _CHANNEL_LINE.get(data, "-."),
         "label": f"{attack} / {data} / {phase}",
     }
 
@@ -174,7 +176,6 @@ def plot_epochs(summary: dict, path: Path) -> Path | None:
     keys = sorted({(r["attack"], r["data"], r["phase"]) for r in rows}, key=lambda k: (k[0] != "cumulative", k))
     # One colour per attack, one line style per channel: an attack's gradient, smashed and inference
     # figures read as one family, and 16 series do not run out of a 10-colour cycle into look-alikes.
-    dashes = {"grad": "-", "smashed": "--"}
     for attack, data, phase in keys:
         points = sorted(
             (r["epoch"], r["accuracy"])
@@ -187,7 +188,7 @@ def plot_epochs(summary: dict, path: Path) -> Path | None:
             style = {
                 "color": attack_colour(attack),
                 "linewidth": 1.3,
-                "linestyle": dashes.get(data, "-."),
+                "linestyle": _CHANNEL_LINE.get(data, "-."),
                 "label": f"{attack} / {data}",
             }
         if phase == "infer":
