@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from adversary.attacks import ATTACKS, AttackContext, AttackResult, Reference
+from adversary.attacks.base import attack_seed
 from adversary.attacks.cumulative import CumulativeAttacker
 from adversary.attacks.similarity import Frame, fit_pca, random_frame
 
@@ -72,6 +73,8 @@ class AttackEngine:
                 halflife_rounds=attack_cfg.tracking_halflife,
                 refit_growth=attack_cfg.refit_growth,
                 restarts=attack_cfg.kmeans_restarts,
+                kmeans_iters=attack_cfg.kmeans_iters,
+                kmeans_tol=attack_cfg.kmeans_tol,
                 device=self.device,
             )
             if attack_cfg.cumulative
@@ -183,7 +186,7 @@ class AttackEngine:
                 kmeans_iters=self.cfg.kmeans_iters,
                 kmeans_restarts=self.cfg.kmeans_restarts,
                 kmeans_tol=self.cfg.kmeans_tol,
-                seed=self.seed * 100003 + round_seed,
+                seed=attack_seed(self.seed, round_seed),
             )
             prediction = attack.predict(x, reference, ctx)
             results.append(
@@ -313,7 +316,7 @@ class AttackEngine:
                 kmeans_iters=self.cfg.kmeans_iters,
                 kmeans_restarts=self.cfg.kmeans_restarts,
                 kmeans_tol=self.cfg.kmeans_tol,
-                seed=self.seed * 100003 + epoch,
+                seed=attack_seed(self.seed, epoch),
             )
             prediction = ATTACKS.get(name)().predict_pair(
                 reduced["grad"].to(self.device), reduced["smashed"].to(self.device), reference, ctx

@@ -120,6 +120,7 @@ def bench_synthetic(
 ) -> list[dict]:
     """Returns one row per attack and data kind: its time (median of repeats), accuracy and peak RSS beside its
     reference's (median of repeats, same vectors, same initial centroids)."""
+    from adversary.attacks.base import attack_seed
     from adversary.engine import AttackEngine
     from splitleak.config import AttackSection
 
@@ -203,7 +204,7 @@ def bench_synthetic(
             out["reference_seconds"] = round(statistics.median(t[1] for t in trials), 4)
         elif attack not in ("pca", "cumulative", "random") and data != "both":
             trials = [
-                _reference(attack, data, reduced[data], known, truth[known], ctx_cfg, seed * 100003)
+                _reference(attack, data, reduced[data], known, truth[known], ctx_cfg, attack_seed(seed, 0))
                 for _ in range(repeats)
             ]
             reference, _, ref_predictions = trials[0]

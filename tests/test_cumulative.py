@@ -8,10 +8,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.linear_model import Ridge
 from sklearn.metrics import normalized_mutual_info_score
 
+from adversary.attacks import ATTACKS, AttackContext, Reference, cumulative
+from adversary.attacks.base import attack_seed
+from adversary.attacks.cross_attacks import cross_fitted_labels
 from adversary.attacks.cumulative import (
     CROSS_WEIGHT,
     HELD_MARGIN,
@@ -33,6 +37,7 @@ from adversary.attacks.cumulative import (
     fit_views,
     named_by_known_samples,
     natural_clusters,
+    paired_z,
     view_trust,
 )
 from adversary.attacks.similarity import normalise
@@ -659,3 +664,106 @@ def test_a_fit_whose_clusters_carry_other_names_is_renamed_by_the_known_samples(
     assert torch.equal(renamed.scores.argmax(dim=1)[labels >= 0], labels)
     right = fit_views(views, num_rows=len(labels), init=labels, **common)
     assert torch.equal(named_by_known_samples(views, right, **common).labels, right.labels)
+
+
+def test_paired_z_is_mcnemars_statistic_after_matching_each_labellings_names_to_the_partition():
+    # Three clusters of ten rows. first names them (2, 0, 1) and gets 3 rows wrong; second names them
+    # (1, 2, 0) and gets 1 row wrong; both wrong on row 0.
+    partition = np.repeat([0, 1, 2], 10)
+    first = np.array([2, 0, 1])[partition]
+    second = np.array([1, 2, 0])[partition]
+    first[[0, 11, 25]] = [0, 1, 2]
+    second[[0]] = [0]
+    # second right where first is wrong: rows 11 and 25 (b = 2); the converse: none (c = 0).
+    assert paired_z(partition, first, second, 3) == pytest.approx(2 / math.sqrt(2))
+    assert paired_z(partition, second, first, 3) == pytest.approx(-2 / math.sqrt(2))
+    assert paired_z(partition, first, first, 3) == 0.0
+
+
+def _randomised_epoch(*, keep: float, n_per: int = 200, k: int = 5, seed: int = 0):
+    """Smashed data whose own clusters are the inputs' look (wide apart) while the classes lie along other
+    directions; gradients that follow K-ary randomized response of the labels (kept with probability keep)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = _labels(n_per, k, seed=seed)
+    look = _labels(n_per, k, seed=seed + 1)
+    smashed = torch.cat([6.0 * torch.randn(k, 8, generator=g)[look], 1.5 * torch.randn(k, 8, generator=g)[labels]], 1)
+    smashed = smashed + torch.randn(len(labels), 16, generator=g)
+    flip = torch.rand(len(labels), generator=g) >= keep
+    noisy = torch.where(flip, (labels + torch.randint(1, k, (len(labels),), generator=g)) % k, labels)
+    grad = -(normalise(torch.randn(k, 16, generator=g))[noisy] + 0.05 * torch.randn(len(labels), 16, generator=g))
+    return grad, smashed, labels, noisy
+
+
+def _known_sharing_a_randomised_label(labels, noisy):
+    """One known sample per class, two of them (classes 0 and 1) with the randomised label 0, as under
+    randomized response at a small epsilon most sets of known samples have."""
+    rows = [int(((labels == 0) & (noisy == 0)).nonzero()[0]), int(((labels == 1) & (noisy == 0)).nonzero()[0])]
+    rows += [int((labels == c).nonzero()[0]) for c in range(2, int(labels.max()) + 1)]
+    return torch.as_tensor(rows)
+
+
+def test_cross_fitted_labels_are_ridge_regression_out_of_fold_as_scikit_learn_fits_it():
+    grad, smashed, labels, noisy = _randomised_epoch(keep=0.5, n_per=60, k=4, seed=3)
+    known = _known_sharing_a_randomised_label(labels, noisy)
+    folds = 5
+    ours = cross_fitted_labels(
+        smashed,
+        noisy,
+        4,
+        known_rows=known,
+        known_labels=labels[known],
+        generator=torch.Generator().manual_seed(7),
+        folds=folds,
+    )
+    fold = (torch.randperm(len(labels), generator=torch.Generator().manual_seed(7)) % folds).numpy()
+    x, y = smashed.double().numpy(), np.eye(4)[noisy.numpy()]
+    rises = np.zeros((len(x), 4))
+    for f in range(folds):
+        train = fold != f
+        alpha = train.sum() * 0.1 * x[train].var(axis=0).mean()
+        model = Ridge(alpha=alpha).fit(x[train], y[train])
+        rises[~train] = model.predict(x[~train]) - y[train].mean(axis=0)
+    classes = labels[known].numpy()
+    gain = np.stack([rises[known.numpy()][classes == c].mean(axis=0) for c in range(4)], axis=1)
+    rows, cols = linear_sum_assignment(gain, maximize=True)
+    name = np.empty(4, dtype=int)
+    name[rows] = cols
+    assert np.array_equal(ours.numpy(), name[rises.argmax(axis=1)])
+
+
+@pytest.mark.parametrize("keep", [0.5, 1.0])
+def test_at_epoch_0_the_attacker_takes_cross_kmeans_where_it_reads_randomised_labels_better(monkeypatch, keep):
+    """Under randomized response (keep 0.5) the smashed data's own clusters are not the classes and the
+    gradients' are the randomised labels: the fit is poor, cross_kmeans reads the classes, and the attacker
+    takes its labelling (the attack's own, same clusters) at epoch 0, not after. Where the gradients follow
+    the labels (keep 1) the fit stands."""
+    grad, smashed, labels, noisy = _randomised_epoch(keep=keep)
+    known = _known_sharing_a_randomised_label(labels, noisy) if keep < 1 else _known(labels)[0]
+    ids = np.arange(len(labels)) * 3 + 7
+    truth = labels.numpy()
+
+    def attack(switch_z: float):
+        monkeypatch.setattr(cumulative, "SWITCH_Z", switch_z)
+        attacker = CumulativeAttacker(
+            known_label_of=dict(zip(ids[known.numpy()].tolist(), labels[known].tolist())), num_classes=5, seed=0
+        )
+        first, _ = _feed_epoch(attacker, ids, grad, smashed)
+        return attacker, first
+
+    attacker, first = attack(cumulative.SWITCH_Z)
+    _, fit_alone = attack(math.inf)
+    if keep == 1.0:
+        assert attacker.last_choice.startswith("fit started from")
+        assert np.array_equal(first, fit_alone) and (first == truth).mean() > 0.99
+        return
+    assert attacker.last_choice.startswith("cross_kmeans's labelling"), attacker.last_choice
+    ctx = AttackContext(num_classes=5, measure="cosine", kmeans_iters=300, seed=attack_seed(0, 0), kmeans_restarts=5)
+    reference = Reference(smashed[known], labels[known], "test")
+    cross = ATTACKS.get("cross_kmeans")().predict_pair(grad, smashed, reference, ctx).labels.numpy()
+    cross[known.numpy()] = labels[known].numpy()
+    assert np.array_equal(first, cross)
+    assert (first == truth).mean() > 0.9 > (fit_alone == truth).mean() + 0.3
+    _feed_epoch(attacker, ids, grad, smashed)
+    assert attacker.last_choice.startswith("fit started from"), (
+        "epoch 1's smashed data have learnt the randomised labels"
+    )

@@ -14,7 +14,7 @@ import torch
 
 from splitleak.registry import Registry
 
-__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackResult", "Prediction", "Reference"]
+__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackResult", "Prediction", "Reference", "attack_seed"]
 
 ATTACKS: Registry[type["Attack"]] = Registry("attack")
 
@@ -37,6 +37,11 @@ class AttackContext:
     seed: int
     kmeans_restarts: int = 1
     kmeans_tol: float = 1e-4
+
+
+def attack_seed(seed: int, draw: int) -> int:
+    """Returns the seed of one attack's draws (k-means++) in one round or epoch (draw), from the run's seed."""
+    return seed * 100003 + draw
 
 
 @dataclass(frozen=True)

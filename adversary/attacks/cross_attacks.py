@@ -16,11 +16,71 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from adversary.attacks.base import ATTACKS, Attack, AttackContext, Prediction, Reference
-from adversary.attacks.cumulative import CROSS_RIDGE
-from adversary.attacks.similarity import ridge_fit
+from adversary.attacks.similarity import CROSS_RIDGE, ridge_fit
 from adversary.attacks.similarity_attacks import KMeansHungarianAttack
 
-__all__ = ["CrossKMeansAttack", "PairAttack"]
+__all__ = ["CROSS_FOLDS", "CrossKMeansAttack", "PairAttack", "cluster_rises", "cross_fitted_labels"]
+
+# The folds of cross_fitted_labels: each row's rises come from a ridge fit on the other nine tenths of the
+# rows. Learning from randomised labels needs many samples: on the epoch-0 capture of label DP at epsilon 1
+# (8,000 MNIST samples) the clusters read from half of them were 0.556 right, from four fifths 0.639, from
+# all 0.687 (each named as well as it could be).
+CROSS_FOLDS = 10
+
+
+def cluster_rises(smashed: torch.Tensor, clusters: torch.Tensor, k: int, *, rows: torch.Tensor | None = None):
+    """Returns (rises of the rows, the fit): each cluster's indicator as the smashed data predict it
+    (ridge regression, CROSS_RIDGE) less the cluster's share, for every row of smashed, the regression
+    fitted on `rows` only (default: all). The fit is None where those smashed data do not vary: then every
+    rise is 0 and each sample takes the largest cluster (argmax of the shares)."""
+    indicators = torch.nn.functional.one_hot(clusters, k).to(smashed.dtype)
+    fitted_on = slice(None) if rows is None else rows
+    fit = ridge_fit(smashed[fitted_on], indicators[fitted_on], ridge=CROSS_RIDGE)
+    if fit is None:
+        shares = indicators[fitted_on].mean(dim=0, dtype=torch.float64)
+        return shares.expand(len(smashed), k), None
+    # Each cluster's predicted indicator less its share of the epoch: where clusters are of very different
+    # sizes (mixup, a learnt prior) the share would hand most samples to the largest.
+    return fit.centred(smashed), fit
+
+
+def _names(known_rises: torch.Tensor, known_labels: torch.Tensor) -> torch.Tensor:
+    """Returns each cluster's class: Hungarian matching on the known samples' rises (each class's known
+    samples vote with their mean rise for every cluster); clusters left unmatched (fewer known classes
+    than clusters) take their best class."""
+    classes = torch.unique(known_labels)
+    # gain[j, c]: the mean rise of cluster j's predicted indicator over the known samples of class c.
+    gain = torch.stack([known_rises[known_labels == c].mean(dim=0) for c in classes], dim=1)
+    rows, cols = linear_sum_assignment(gain.cpu().numpy(), maximize=True)
+    name = classes[gain.argmax(dim=1)].clone()
+    name[torch.as_tensor(rows, device=name.device)] = classes[torch.as_tensor(cols, device=classes.device)]
+    return name
+
+
+def cross_fitted_labels(
+    smashed: torch.Tensor,
+    clusters: torch.Tensor,
+    k: int,
+    *,
+    known_rows: torch.Tensor,
+    known_labels: torch.Tensor,
+    generator: torch.Generator,
+    folds: int = CROSS_FOLDS,
+) -> torch.Tensor:
+    """Returns cross_kmeans's labelling with every row read out of fold: its rises (and the known samples'
+    rises that name the clusters) predicted by a regression fitted on the other folds' rows only.
+
+    A row's own cluster then plays no part in its label, so the labelling's agreement with the clusters
+    is a fair measure of how well it predicts them (CumulativeAttacker: reading randomised labels)."""
+    n = len(clusters)
+    fold = torch.randperm(n, generator=generator).to(clusters.device) % folds
+    rises = torch.zeros(n, k, dtype=torch.float64, device=smashed.device)
+    for f in range(folds):
+        held = fold == f
+        if bool(held.any()):
+            rises[held] = cluster_rises(smashed, clusters, k, rows=~held)[0][held]
+    name = _names(rises[known_rows], known_labels)
+    return name[rises.argmax(dim=1)]
 
 
 class PairAttack(Attack):
@@ -59,26 +119,20 @@ class CrossKMeansAttack(PairAttack):
         if len(grad) != len(smashed):
             raise ValueError(f"{len(grad)} gradient rows against {len(smashed)} smashed rows: not the same samples")
         clusters, _ = KMeansHungarianAttack.clusters(grad, ctx)
-        k = min(ctx.num_classes, len(grad))
-        indicators = torch.nn.functional.one_hot(clusters, k).to(smashed.dtype)
-        fit = ridge_fit(smashed, indicators, ridge=CROSS_RIDGE)
+        return self.read(clusters, smashed, reference, ctx.num_classes)
+
+    @staticmethod
+    def read(clusters: torch.Tensor, smashed: torch.Tensor, reference: Reference, num_classes: int) -> Prediction:
+        """Returns the labelling of the gradients' clusters as the smashed data predict them."""
+        k = min(num_classes, len(clusters))
+        scores, fit = cluster_rises(smashed, clusters, k)
         if fit is None:
-            # Smashed data that do not vary predict nothing: every sample gets the largest cluster.
-            shares = indicators.mean(dim=0, dtype=torch.float64)
-            scores, known_scores = shares.expand(len(smashed), k), shares.expand(len(reference.vectors), k)
+            known_scores = scores[0].expand(len(reference.vectors), k)
         else:
-            # Each cluster's predicted indicator less its share of the epoch: where clusters are of very
-            # different sizes (mixup, a learnt prior) the share would hand most samples to the largest.
-            scores, known_scores = fit.centred(smashed), fit.centred(reference.vectors)
-        classes = torch.unique(reference.labels)
-        # gain[j, c]: the mean rise of cluster j's predicted indicator over the known samples of class c.
-        gain = torch.stack([known_scores[reference.labels == c].mean(dim=0) for c in classes], dim=1)
-        rows, cols = linear_sum_assignment(gain.cpu().numpy(), maximize=True)
-        # Clusters left unmatched (fewer known classes than clusters) take their best class.
-        name = classes[gain.argmax(dim=1)].clone()
-        name[torch.as_tensor(rows, device=name.device)] = classes[torch.as_tensor(cols, device=classes.device)]
+            known_scores = fit.centred(reference.vectors)
+        name = _names(known_scores, reference.labels)
         labels = name[scores.argmax(dim=1)]
         score = None
-        if ctx.num_classes == 2 and (name == 1).any() and (name == 0).any():
+        if num_classes == 2 and (name == 1).any() and (name == 0).any():
             score = (scores[:, name == 1].amax(dim=1) - scores[:, name == 0].amax(dim=1)).float()
         return Prediction(labels, score)

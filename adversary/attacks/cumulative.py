@@ -71,6 +71,11 @@ criterion does not see class names: where the views place at most a third of
 the known samples in their own class, the kept fit's classes are renamed by them
 (named_by_known_samples).
 
+At the end of epoch 0 it may take cross_kmeans's labelling instead of the fit's, where the gradients
+look like randomised labels and cross_kmeans, read out of fold, predicts their clusters significantly
+better than the fit: under randomized response the labelling that predicts the randomised labels better,
+among those made without them, is right more often (_read_randomised_labels).
+
 Between epochs it keeps up round by round: each batch is scored against class
 prototypes that follow the moving model (means of recent rounds' vectors,
 grouped by the attacker's current labels, seeded by the known samples), added
@@ -86,9 +91,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import normalized_mutual_info_score
 
-from adversary.attacks.similarity import kmeans_restarted, name_by_known, normalise, ridge_fit, squared_distances
+from adversary.attacks.base import AttackContext, Reference, attack_seed
+from adversary.attacks.cross_attacks import CrossKMeansAttack, cross_fitted_labels
+from adversary.attacks.similarity import (
+    CROSS_RIDGE,
+    kmeans_restarted,
+    name_by_known,
+    normalise,
+    ridge_fit,
+    squared_distances,
+)
+from adversary.attacks.similarity_attacks import KMeansHungarianAttack
 
 __all__ = [
     "CHANNELS",
@@ -100,6 +116,7 @@ __all__ = [
     "fit_views",
     "named_by_known_samples",
     "natural_clusters",
+    "paired_z",
     "track_prototypes",
     "view_trust",
 ]
@@ -137,8 +154,6 @@ SMASHED_AGE_FACTOR = 0.5
 # margin of 0.005, and the one fit inside it (0.389 right) was kept. From DISTINCT_FROM classes on,
 # where the attacker's labelling holds a tie between optima.
 HELD_MARGIN = 2.0
-# The ridge of cross_channel, relative to the smashed data's mean variance per coordinate.
-CROSS_RIDGE = 0.1
 # The weight of the cross-channel view: half a look, as each of the smashed data's two geometries.
 CROSS_WEIGHT = 0.5
 # Below this effective dimension the cross-channel predictions vary along one direction only (a binary
@@ -188,6 +203,19 @@ NATURAL_RESTARTS = 20
 # placed 1 and 0 of ten (0.159 and 0.071 right); with the rule the attacker holds 0.234 and 0.246 there.
 # Renamed, fits that placed 4 to 7 of ten moved both ways (from 5.4 points worse to 6.1 better).
 RENAME_BELOW = 1 / 3
+# Reading randomised labels (CumulativeAttacker._read_randomised_labels), at the end of epoch 0: the
+# gradients are checked as randomised labels where the newest gradient view's weight (view_trust) is at
+# most this (tight clusters that the smashed data do not share; under label DP at epsilon <= 1 it was
+# 0.02 or less, without a defense 1)...
+RANDOMISED_WEIGHT = 0.3
+# ...and their k-means clusters explain at least this share of the unit gradients' variance (0.028 to
+# 0.030 under DP-SGD's noise, 0.99 to 1.00 under randomized response with the uniform prior, 0.78 to 0.87
+# with the learnt prior's first stage, in the captures of docs/attacker-changes.md).
+RANDOMISED_EXPLAINED = 0.5
+# The attacker takes cross_kmeans's labelling where its cross-fitted version predicts the gradients'
+# clusters better than the fit does by this many standard errors (McNemar's statistic, paired_z): by chance
+# (two labellings that predict them equally well) that happens with probability 0.0013.
+SWITCH_Z = 3.0
 
 
 def _participation_ratio(covariance: torch.Tensor) -> float:
@@ -533,6 +561,36 @@ def natural_clusters(
     return assign
 
 
+def paired_z(partition: np.ndarray, first: np.ndarray, second: np.ndarray, num_classes: int) -> float:
+    """Returns McNemar's statistic, as a signed z, for "second predicts the partition better than first".
+
+    Each labelling's names are matched to the partition's clusters by the most agreement (Hungarian
+    matching); b counts the rows that second's matched name gets right and first's wrong, c the converse,
+    and z = (b - c) / sqrt(b + c) (0 where they never differ)."""
+
+    def hits(labels: np.ndarray) -> np.ndarray:
+        table = np.zeros((num_classes, num_classes))
+        np.add.at(table, (partition, labels), 1)
+        rows, cols = linear_sum_assignment(table, maximize=True)
+        name = np.arange(num_classes)
+        name[rows] = cols
+        return name[partition] == labels
+
+    a, b = hits(first), hits(second)
+    better, worse = int((b & ~a).sum()), int((a & ~b).sum())
+    return (better - worse) / math.sqrt(better + worse) if better + worse else 0.0
+
+
+def explained_share(vectors: torch.Tensor, clusters: torch.Tensor) -> float:
+    """Returns the share of the unit vectors' variance that their clusters' means explain (1 - within / total)."""
+    unit = normalise(vectors.double())
+    k = int(clusters.max()) + 1
+    sums = torch.zeros(k, unit.shape[1], dtype=unit.dtype, device=unit.device).index_add_(0, clusters, unit)
+    means = sums / torch.bincount(clusters, minlength=k).clamp_min(1)[:, None].to(unit.dtype)
+    total = float(((unit - unit.mean(dim=0)) ** 2).sum())
+    return 1.0 - float(((unit - means[clusters]) ** 2).sum()) / total if total > 0 else 0.0
+
+
 def _known_shared(view: View, clusters: torch.Tensor, known_rows: torch.Tensor, num_classes: int) -> int | None:
     """Returns how many of the view's known samples share a cluster with another (the number held minus
     the clusters that hold them), or None where the view lacks a known sample of some class."""
@@ -727,6 +785,8 @@ class CumulativeAttacker:
         refit_growth: float = 1.25,
         max_iters: int = 30,
         restarts: int = 5,
+        kmeans_iters: int = 300,
+        kmeans_tol: float = 1e-4,
         device: str | torch.device = "cpu",
     ) -> None:
         self.known_label_of = dict(known_label_of)
@@ -736,6 +796,9 @@ class CumulativeAttacker:
         self.refit_growth = refit_growth
         self.max_iters = max_iters
         self.restarts = restarts
+        # k-means as the single attacks run it (the clusters of cross_kmeans, _read_randomised_labels).
+        self.kmeans_iters = kmeans_iters
+        self.kmeans_tol = kmeans_tol
         self.device = torch.device(device)
         self._row_of: dict[int, int] = {}
         self._ids: list[int] = []
@@ -934,7 +997,9 @@ class CumulativeAttacker:
             views.append(cross.weighted(CROSS_WEIGHT))
         return views
 
-    def _fit(self, starts: list[tuple[str, torch.Tensor]], *, views: list[View], epoch_end: bool) -> None:
+    def _fit(self, starts: list[tuple[str, torch.Tensor]], *, views: list[View], epoch_end: bool) -> list[View]:
+        """Fits the views from the starts and holds the best fit's labelling; returns the views as view_trust
+        weighted them."""
         known_rows, known_labels = self._known()
         wide_search = epoch_end and self.num_classes >= REFERENCE_FROM
         views = view_trust(
@@ -985,6 +1050,7 @@ class CumulativeAttacker:
         self._retrack()
         if self._prototypes is not None:
             self._valid |= self._mass.sum(dim=0) > 0
+        return views
 
     def _retrack(self) -> None:
         """Rebuilds the tracked prototypes from this epoch's rounds under the current labels."""
@@ -1011,6 +1077,90 @@ class CumulativeAttacker:
         if count:
             self._mean_sq = (residuals / count).clamp_min(1e-6)
 
+    def _read_randomised_labels(self, rows: torch.Tensor, views: list[View]) -> None:
+        """At the end of epoch 0, takes cross_kmeans's labelling of the epoch where the gradients follow
+        randomised labels and the smashed data read them better than the fit does.
+
+        The fit is a clustering of the views; cross_kmeans learns from the gradients' clusters as from
+        labels (a ridge map from the smashed data), which is what reads randomised labels: a randomised
+        label is the true one more often than any other, whatever the input. Which of the two labellings is
+        right more often is told from the gradients' clusters themselves. Under randomized response the
+        randomised label depends on the input only through the true one, so of two labellings made
+        without it, the one that predicts it better is right more often. In epoch 0 the smashed data are
+        made without it: each sample's vector is computed before its first gradient step, while in later
+        epochs the bottom model has learnt the training samples' randomised labels (on the captures of
+        docs/attacker-changes.md the fit then predicted the clusters better than cross_kmeans while right
+        less often). So the two are compared in epoch 0 only, each made without the rows' own cluster:
+        cross_kmeans read out of fold (cross_fitted_labels), and the fit's labelling as every view but the
+        gradients scores it (the cross-channel view, a ridge prediction of the gradients, still carries a
+        little of the row's own; that favours the fit, so the test errs towards keeping it).
+
+        The check applies from DISTINCT_FROM classes on, where the newest gradient view weighs at most
+        RANDOMISED_WEIGHT (tight clusters the smashed data do not share) and its clusters explain at least
+        RANDOMISED_EXPLAINED of its variance (DP-SGD's noise explains 0.03), and the labelling switches
+        where cross_kmeans predicts the clusters better by more than SWITCH_Z (paired_z). The clusters are
+        those of the single attacks (same seed, restarts and tolerance), so the labelling taken is the
+        cross_kmeans attack's of the same epoch.
+
+        Only the labelling held changes. The views' posterior, to which the next epoch's rounds add their
+        evidence, stays the fit's: made from the views' scores under the new labelling instead, it moved
+        the later epochs both ways (label DP at epsilon 1, epoch 2: 0.646 to 0.529), while kept, the later
+        epochs came out as without the switch on every capture replayed.
+        """
+        if self.num_classes < DISTINCT_FROM or self.grad_weight > RANDOMISED_WEIGHT or not self._rounds:
+            return
+        order = torch.cat([r for r, _ in self._rounds])
+        position = torch.full((len(self._ids),), -1, dtype=torch.long, device=self.device)
+        position[order] = torch.arange(len(order), device=self.device)
+        at = position[rows]
+        if bool((at < 0).any()):
+            return
+        grad = torch.cat([v["grad"] for _, v in self._rounds])[at]
+        smashed = torch.cat([v["smashed"] for _, v in self._rounds])[at]
+        seed = attack_seed(self.seed, self._epochs_ended)
+        ctx = AttackContext(
+            num_classes=self.num_classes,
+            measure="cosine",
+            kmeans_iters=self.kmeans_iters,
+            seed=seed,
+            kmeans_restarts=self.restarts,
+            kmeans_tol=self.kmeans_tol,
+        )
+        clusters, _ = KMeansHungarianAttack.clusters(grad, ctx)
+        explained = explained_share(grad, clusters)
+        if explained < RANDOMISED_EXPLAINED:
+            return
+        index = {int(r): i for i, r in enumerate(rows.tolist())}
+        known = [(index[self._row_of[s]], y) for s, y in self.known_label_of.items() if self._row_of.get(s) in index]
+        if len({y for _, y in known}) < 2:
+            return
+        known_at = torch.as_tensor([i for i, _ in known], dtype=torch.long, device=self.device)
+        known_labels = torch.as_tensor([y for _, y in known], dtype=torch.long, device=self.device)
+        k = min(self.num_classes, len(clusters))
+        held_out = cross_fitted_labels(
+            smashed,
+            clusters,
+            k,
+            known_rows=known_at,
+            known_labels=known_labels,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        others = [v for v in views if v.channel != "grad"]
+        scores, _ = _view_scores(others, self.labels, len(self._ids), self.num_classes)
+        seen = scores.argmax(dim=1)[rows]
+        seen[known_at] = known_labels
+        z = paired_z(clusters.cpu().numpy(), seen.cpu().numpy(), held_out.cpu().numpy(), k)
+        if z <= SWITCH_Z:
+            return
+        reference = Reference(smashed[known_at], known_labels, "known samples")
+        labels = CrossKMeansAttack.read(clusters, smashed, reference, self.num_classes).labels.to(self.device)
+        labels[known_at] = known_labels
+        self.labels[rows] = labels
+        self.last_choice = (
+            f"cross_kmeans's labelling: the gradients' clusters (explaining {explained:.2f} of their variance, "
+            f"weighted {self.grad_weight:.3g}) are read better by it, out of fold, than by the fit (z = {z:.1f})"
+        )
+
     def end_epoch(
         self, ids: np.ndarray, candidates: dict[str, np.ndarray], epoch_vectors: dict[str, torch.Tensor] | None = None
     ) -> np.ndarray:
@@ -1036,7 +1186,9 @@ class CumulativeAttacker:
         # the gradients carry (randomised labels, noise) no longer outweighs the smashed data.
         starts = list(initial.items())
         if self._known()[0].numel():
-            self._fit(starts, views=self._views, epoch_end=True)
+            trusted = self._fit(starts, views=self._views, epoch_end=True)
+            if self._epochs_ended == 0:
+                self._read_randomised_labels(rows, trusted)
         # The next epoch starts from this epoch's frame: its smashed centre and the prototypes just rebuilt.
         self._rounds = []
         self._smashed_sum, self._smashed_count = None, 0

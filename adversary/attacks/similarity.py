@@ -83,6 +83,11 @@ def random_frame(width: int, dim: int, *, seed: int, device: torch.device | str 
     return Frame(torch.zeros(1, width, device=device), basis.to(device), "random")
 
 
+# The ridge of the regressions of gradients (or their clusters) on the smashed data (cross_channel,
+# cross_kmeans), relative to the smashed data's mean variance per coordinate.
+CROSS_RIDGE = 0.1
+
+
 @dataclass(frozen=True)
 class RidgeFit:
     """A ridge regression of targets on vectors, both centred: predict(x) = (x - x_mean) B + y_mean."""
