@@ -15,7 +15,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from adversary.attacks import ATTACKS, AttackContext, Reference, cumulative
 from adversary.attacks.base import attack_seed
-from adversary.attacks.cross_attacks import cross_fitted_labels
+from adversary.attacks.cross_attacks import cross_fitted_labels, cross_fitted_rises, fit_response
 from adversary.attacks.cumulative import (
     CROSS_WEIGHT,
     HELD_MARGIN,
@@ -767,3 +767,100 @@ def test_at_epoch_0_the_attacker_takes_cross_kmeans_where_it_reads_randomised_la
     assert attacker.last_choice.startswith("fit started from"), (
         "epoch 1's smashed data have learnt the randomised labels"
     )
+
+
+def _response_epoch(*, keep: float, labels: torch.Tensor, noisy: torch.Tensor, seed: int, k: int):
+    """One epoch under randomized response drawn once: smashed data that carry the classes with noise of
+    their own epoch (a bottom model that changes), tight gradient clusters of the randomised labels."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, 16, generator=torch.Generator().manual_seed(99))
+    smashed = 0.5 * centres[labels] + torch.randn(len(labels), 16, generator=g)
+    directions = normalise(torch.randn(k, 16, generator=torch.Generator().manual_seed(98)))
+    grad = -(directions[noisy] + 0.05 * torch.randn(len(labels), 16, generator=g))
+    return grad, smashed
+
+
+def _randomise(labels: torch.Tensor, keep: float, k: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    flip = torch.rand(len(labels), generator=g) >= keep
+    return torch.where(flip, (labels + torch.randint(1, k, (len(labels),), generator=g)) % k, labels)
+
+
+def _response_nll(x: np.ndarray, clusters: np.ndarray, sharpness: float, log_odds: float, k: int) -> float:
+    """The model's negative log-likelihood, written out row by row with NumPy (fit_response's model)."""
+    total = 0.0
+    for row, own in zip(x, clusters):
+        logits = sharpness * row
+        p_class = np.exp(logits - logits.max())
+        p_class /= p_class.sum()
+        p_cluster = np.full(k, 1.0) / (np.exp(log_odds) + k - 1)
+        p_cluster[own] = np.exp(log_odds) / (np.exp(log_odds) + k - 1)
+        # P(cluster = own) = sum over classes j of P(j) P(own | j): own | j is the kept entry where j = own.
+        total -= np.log((p_class * p_cluster).sum())
+    return total
+
+
+@pytest.mark.parametrize(("epsilon", "gain"), [(1.0, 0.005), (3.0, 0.02)])
+def test_fit_response_recovers_the_epsilon_of_randomized_response_at_a_maximum_of_its_likelihood(epsilon, gain):
+    """gain: how much better than the smashed data alone the posterior must read (a weak response adds less)."""
+    k = 5
+    labels = _labels(400, k, seed=21)
+    keep = math.exp(epsilon) / (math.exp(epsilon) + k - 1)
+    noisy = _randomise(labels, keep, k, seed=22)
+    _, smashed = _response_epoch(keep=keep, labels=labels, noisy=noisy, seed=23, k=k)
+    rises = cross_fitted_rises(smashed.double(), noisy, k, generator=torch.Generator().manual_seed(24))
+    fit = fit_response(rises, noisy, k)
+    assert fit.log_odds == pytest.approx(epsilon, abs=0.35)
+    assert fit.keep(k) == pytest.approx(keep, abs=0.05)
+    # A maximum of the likelihood as NumPy computes it row by row: every step away from it is worse.
+    x = rises.numpy() / rises.numpy().std()
+    best = _response_nll(x, noisy.numpy(), fit.sharpness, fit.log_odds, k)
+    for d_sharpness, d_odds in [(0.05, 0), (-0.05, 0), (0, 0.05), (0, -0.05)]:
+        sharpness = fit.sharpness * math.exp(d_sharpness)
+        assert _response_nll(x, noisy.numpy(), sharpness, fit.log_odds + d_odds, k) > best - 1e-6
+    # The posterior reads the classes better than the clusters alone and than the smashed data alone.
+    own = np.eye(k)[noisy.numpy()]
+    expected = fit.sharpness * x + fit.log_odds * own
+    assert np.allclose(fit.scores.numpy(), expected)
+    truth = labels.numpy()
+    read = (fit.scores.argmax(dim=1).numpy() == truth).mean()
+    assert read > (noisy.numpy() == truth).mean() + 0.02
+    assert read > (rises.argmax(dim=1).numpy() == truth).mean() + gain
+
+
+def test_gradients_that_hold_the_labels_are_read_as_a_response_that_keeps_them():
+    k = 5
+    labels = _labels(300, k, seed=31)
+    _, smashed = _response_epoch(keep=1.0, labels=labels, noisy=labels, seed=32, k=k)
+    rises = cross_fitted_rises(smashed.double(), labels, k, generator=torch.Generator().manual_seed(33))
+    fit = fit_response(rises, labels, k)
+    assert fit.log_odds > 8
+    assert torch.equal(fit.scores.argmax(dim=1), labels)
+
+
+def test_where_the_fit_follows_randomised_labels_the_attacker_corrects_the_flips_that_recur():
+    """Randomized response at keep 0.85, drawn once: the gradients cluster tightly by the randomised labels
+    and the fit follows them. At epoch 0 the attacker only reads the response; from epoch 1 on it moves the
+    rows that the reading puts in the same other class at two epoch ends in a row."""
+    k = 5
+    labels = _labels(300, k, seed=41)
+    noisy = _randomise(labels, 0.85, k, seed=42)
+    kept = (labels == noisy).nonzero().squeeze(1)
+    known = torch.as_tensor([int(kept[labels[kept] == c][0]) for c in range(k)])
+    ids = np.arange(len(labels)) * 3 + 7
+    order = np.argsort(ids)
+    truth, randomised = labels.numpy()[order], noisy.numpy()[order]
+    attacker = CumulativeAttacker(
+        known_label_of=dict(zip(ids[known.numpy()].tolist(), labels[known].tolist())), num_classes=k, seed=0
+    )
+    accuracy = []
+    for epoch in range(3):
+        grad, smashed = _response_epoch(keep=0.85, labels=labels, noisy=noisy, seed=50 + epoch, k=k)
+        predictions, _ = _feed_epoch(attacker, ids, grad, smashed)
+        accuracy.append((predictions == truth).mean())
+        if epoch == 0:
+            assert np.array_equal(predictions, randomised), "the fit follows the randomised labels"
+            assert "0 rows moved" in attacker.last_choice
+        else:
+            assert "read as randomized response" in attacker.last_choice
+    assert accuracy[1] > accuracy[0] + 0.05 and accuracy[2] > accuracy[0] + 0.05
