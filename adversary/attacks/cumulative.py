@@ -228,7 +228,7 @@ SWITCH_Z = 3.0
 # is the newest gradients' own clusters on at least this fraction of the rows (Hungarian-matched: under
 # randomized response at epsilon 5 with the uniform prior, 1.000; where the labelling held the labels and the
 # gradients drifted, 0.977 under momentum), the clusters are read as randomized response on the classes the
-# smashed data predict (fit_response)...
+# smashed data predict (fit_response), and rows move where that reading repeats at two epoch ends in a row.
 RESPONSE_AGREEMENT = 0.99
 
 
