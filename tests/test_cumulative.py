@@ -769,7 +769,7 @@ def test_at_epoch_0_the_attacker_takes_cross_kmeans_where_it_reads_randomised_la
     )
 
 
-def _response_epoch(*, keep: float, labels: torch.Tensor, noisy: torch.Tensor, seed: int, k: int):
+def _response_epoch(*, labels: torch.Tensor, noisy: torch.Tensor, seed: int, k: int):
     """One epoch under randomized response drawn once: smashed data that carry the classes with noise of
     their own epoch (a bottom model that changes), tight gradient clusters of the randomised labels."""
     g = torch.Generator().manual_seed(seed)
@@ -795,7 +795,8 @@ def _response_nll(x: np.ndarray, clusters: np.ndarray, sharpness: float, log_odd
         p_class /= p_class.sum()
         p_cluster = np.full(k, 1.0) / (np.exp(log_odds) + k - 1)
         p_cluster[own] = np.exp(log_odds) / (np.exp(log_odds) + k - 1)
-        # P(cluster = own) = sum over classes j of P(j) P(own | j): own | j is the kept entry where j = own.
+        # P(cluster = own) = sum over classes j of P(j) P(own | j); P(own | j) is the kept probability
+        # where j = own and 1 / (exp(log_odds) + k - 1) elsewhere.
         total -= np.log((p_class * p_cluster).sum())
     return total
 
@@ -807,7 +808,7 @@ def test_fit_response_recovers_the_epsilon_of_randomized_response_at_a_maximum_o
     labels = _labels(400, k, seed=21)
     keep = math.exp(epsilon) / (math.exp(epsilon) + k - 1)
     noisy = _randomise(labels, keep, k, seed=22)
-    _, smashed = _response_epoch(keep=keep, labels=labels, noisy=noisy, seed=23, k=k)
+    _, smashed = _response_epoch(labels=labels, noisy=noisy, seed=23, k=k)
     rises = cross_fitted_rises(smashed.double(), noisy, k, generator=torch.Generator().manual_seed(24))
     fit = fit_response(rises, noisy, k)
     assert fit.log_odds == pytest.approx(epsilon, abs=0.35)
@@ -831,7 +832,7 @@ def test_fit_response_recovers_the_epsilon_of_randomized_response_at_a_maximum_o
 def test_gradients_that_hold_the_labels_are_read_as_a_response_that_keeps_them():
     k = 5
     labels = _labels(300, k, seed=31)
-    _, smashed = _response_epoch(keep=1.0, labels=labels, noisy=labels, seed=32, k=k)
+    _, smashed = _response_epoch(labels=labels, noisy=labels, seed=32, k=k)
     rises = cross_fitted_rises(smashed.double(), labels, k, generator=torch.Generator().manual_seed(33))
     fit = fit_response(rises, labels, k)
     assert fit.log_odds > 8
@@ -855,7 +856,7 @@ def test_where_the_fit_follows_randomised_labels_the_attacker_corrects_the_flips
     )
     accuracy = []
     for epoch in range(3):
-        grad, smashed = _response_epoch(keep=0.85, labels=labels, noisy=noisy, seed=50 + epoch, k=k)
+        grad, smashed = _response_epoch(labels=labels, noisy=noisy, seed=50 + epoch, k=k)
         predictions, _ = _feed_epoch(attacker, ids, grad, smashed)
         accuracy.append((predictions == truth).mean())
         if epoch == 0:
