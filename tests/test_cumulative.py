@@ -865,3 +865,22 @@ def test_where_the_fit_follows_randomised_labels_the_attacker_corrects_the_flips
         else:
             assert "read as randomized response" in attacker.last_choice
     assert accuracy[1] > accuracy[0] + 0.05 and accuracy[2] > accuracy[0] + 0.05
+
+
+def test_where_the_gradients_hold_the_labels_the_response_reading_moves_nothing():
+    """The same epochs without randomized response: the fit is the clusters, the reading runs at every epoch
+    end, and the rows stay where they are."""
+    k = 5
+    labels = _labels(300, k, seed=41)
+    ids = np.arange(len(labels)) * 3 + 7
+    truth = labels.numpy()[np.argsort(ids)]
+    attacker = CumulativeAttacker(
+        known_label_of=dict(zip(ids[_known(labels)[0].numpy()].tolist(), _known(labels)[1].tolist())),
+        num_classes=k,
+        seed=0,
+    )
+    for epoch in range(3):
+        grad, smashed = _response_epoch(labels=labels, noisy=labels, seed=50 + epoch, k=k)
+        predictions, _ = _feed_epoch(attacker, ids, grad, smashed)
+        assert np.array_equal(predictions, truth)
+        assert "read as randomized response" in attacker.last_choice and "0 rows moved" in attacker.last_choice
