@@ -575,6 +575,17 @@ def natural_clusters(
     return assign
 
 
+def matched_names(partition: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Returns each cluster's name, name[cluster], matched to the labels by the most agreement (Hungarian
+    matching on the partition-by-labels counts)."""
+    table = np.zeros((num_classes, num_classes))
+    np.add.at(table, (partition, labels), 1)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    name = np.arange(num_classes)
+    name[rows] = cols
+    return name
+
+
 def paired_z(partition: np.ndarray, first: np.ndarray, second: np.ndarray, num_classes: int) -> float:
     """Returns McNemar's statistic, as a signed z, for "second predicts the partition better than first".
 
@@ -583,12 +594,7 @@ def paired_z(partition: np.ndarray, first: np.ndarray, second: np.ndarray, num_c
     and z = (b - c) / sqrt(b + c) (0 where they never differ)."""
 
     def hits(labels: np.ndarray) -> np.ndarray:
-        table = np.zeros((num_classes, num_classes))
-        np.add.at(table, (partition, labels), 1)
-        rows, cols = linear_sum_assignment(table, maximize=True)
-        name = np.arange(num_classes)
-        name[rows] = cols
-        return name[partition] == labels
+        return matched_names(partition, labels, num_classes)[partition] == labels
 
     a, b = hits(first), hits(second)
     better, worse = int((b & ~a).sum()), int((a & ~b).sum())
@@ -1208,15 +1214,12 @@ class CumulativeAttacker:
         view = newest[0]
         k = self.num_classes
         held = self.labels[view.rows]
-        table = np.zeros((k, k))
-        np.add.at(table, (clusters.cpu().numpy(), held.cpu().numpy()), 1)
-        matched_rows, matched_cols = linear_sum_assignment(table, maximize=True)
-        agreement = table[matched_rows, matched_cols].sum() / len(held)
-        if agreement < RESPONSE_AGREEMENT:
+        partition = clusters.cpu().numpy()
+        matched = matched_names(partition, held.cpu().numpy(), k)
+        if float(np.mean(matched[partition] == held.cpu().numpy())) < RESPONSE_AGREEMENT:
             self._response_choice = choice
             return
-        name = torch.arange(k, device=self.device)
-        name[torch.as_tensor(matched_rows, device=self.device)] = torch.as_tensor(matched_cols, device=self.device)
+        name = torch.as_tensor(matched, device=self.device)
         # The smashed data as the engine framed them, in the view's row order (both follow the epoch's rounds).
         smashed = torch.cat([v["smashed"] for _, v in self._rounds])
         generator = torch.Generator().manual_seed(attack_seed(self.seed, self._epochs_ended))
