@@ -347,15 +347,14 @@ class AttackEngine:
         if self.cumulative is not None:
             start = time.perf_counter()
             # Every single attack's labelling on one channel is a place the cumulative fit may start from.
-            # Not those on both channels (cross_kmeans): as one more start it moved the consensus among
-            # the close fits near chance, and the attacker gave up labellings it held (the tables made
+            # Those on both channels (cross_kmeans) only where the attacker read the gradients as randomised
+            # labels (end_epoch's readings): elsewhere, as one more start, cross_kmeans moved the consensus
+            # among the close fits near chance, and the attacker gave up labellings it held (the tables made
             # with it, docs/attacker-changes.md: DP-SGD at epsilon 50 ended at 0.565 instead of 0.718).
-            candidates = {
-                f"{r.attack}.{r.data}": r.predictions
-                for r in results
-                if r.note is None and r.data not in ("none", "both") and bool((r.predictions >= 0).all())
-            }
-            predictions = self.cumulative.end_epoch(ids, candidates, epoch_vectors=reduced)
+            complete = [r for r in results if r.note is None and r.data != "none" and bool((r.predictions >= 0).all())]
+            candidates = {f"{r.attack}.{r.data}": r.predictions for r in complete if r.data != "both"}
+            readings = {f"{r.attack}.{r.data}": r.predictions for r in complete if r.data == "both"}
+            predictions = self.cumulative.end_epoch(ids, candidates, epoch_vectors=reduced, readings=readings)
             previous, self._previous_cumulative = self._previous_cumulative, (ids, predictions)
             agreement = None
             if previous is not None:

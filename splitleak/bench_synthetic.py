@@ -171,9 +171,10 @@ def bench_synthetic(
             results_all.append(r)
     if "cumulative" in names and set(channels) == {"grad", "smashed"}:
         start = time.perf_counter()
-        starts = [r for r in results_all if r.note is None and r.data not in ("none", "both")]
-        candidates = {f"{r.attack}.{r.data}": r.predictions for r in starts}
-        predictions = engine.cumulative.end_epoch(ids, candidates, epoch_vectors=reduced)
+        starts = [r for r in results_all if r.note is None and r.data != "none"]
+        candidates = {f"{r.attack}.{r.data}": r.predictions for r in starts if r.data != "both"}
+        readings = {f"{r.attack}.{r.data}": r.predictions for r in starts if r.data == "both"}
+        predictions = engine.cumulative.end_epoch(ids, candidates, epoch_vectors=reduced, readings=readings)
         ours[("cumulative", "both")] = (time.perf_counter() - start, predictions)
         rows.append({"attack": "cumulative", "data": "both", "peak_rss_mb": _peak_rss_mb()})
     # Every epoch-end attack once, as the live engine runs them.

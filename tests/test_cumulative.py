@@ -158,13 +158,15 @@ def test_the_labelling_most_views_share_beats_a_view_that_disagrees():
     assert (fit.labels == labels).float().mean() > 0.97
 
 
-def _feed_epoch(attacker, ids, grad, smashed, batch=32):
+def _feed_epoch(attacker, ids, grad, smashed, batch=32, readings=None):
+    """Feeds one epoch round by round; readings: labellings of ids (in ids' order) by attacks on both channels."""
     for start in range(0, len(ids), batch):
         sl = slice(start, start + batch)
         unit = attacker.frame(ids[sl], grad[sl], smashed[sl])
         attacker.update(ids[sl], unit)
     order = np.argsort(ids)
-    return attacker.end_epoch(ids[order], {}), ids[order]
+    readings = {name: labels[order] for name, labels in (readings or {}).items()}
+    return attacker.end_epoch(ids[order], {}, readings=readings), ids[order]
 
 
 def test_weaker_evidence_later_does_not_overwrite_what_the_attacker_knew():
@@ -306,6 +308,7 @@ def test_the_cumulative_attacker_cannot_receive_ground_truth():
         "ids",
         "candidates",
         "epoch_vectors",
+        "readings",
     ]
 
 
@@ -767,6 +770,35 @@ def test_at_epoch_0_the_attacker_takes_cross_kmeans_where_it_reads_randomised_la
     assert attacker.last_choice.startswith("fit started from"), (
         "epoch 1's smashed data have learnt the randomised labels"
     )
+
+
+@pytest.mark.parametrize("keep", [0.5, 1.0])
+def test_after_reading_randomised_labels_the_fits_also_start_from_cross_kmeans(monkeypatch, keep):
+    """Once the epoch-0 gradients were read as randomised labels (keep 0.5), cross_kmeans's labelling of
+    every later epoch is a start of its epoch-end fit; not at epoch 0, and never where they follow the
+    labels (keep 1)."""
+    grad, smashed, labels, noisy = _randomised_epoch(keep=keep)
+    known = _known_sharing_a_randomised_label(labels, noisy) if keep < 1 else _known(labels)[0]
+    ids = np.arange(len(labels)) * 3 + 7
+    ctx = AttackContext(num_classes=5, measure="cosine", kmeans_iters=300, seed=attack_seed(0, 0), kmeans_restarts=5)
+    reference = Reference(smashed[known], labels[known], "test")
+    readings = {"cross_kmeans.both": ATTACKS.get("cross_kmeans")().predict_pair(grad, smashed, reference, ctx).labels}
+    starts = []
+    best_fit = cumulative.best_fit
+
+    def recorded(views, **kw):
+        starts.append([name for name, _ in kw["starts"]])
+        return best_fit(views, **kw)
+
+    monkeypatch.setattr(cumulative, "best_fit", recorded)
+    attacker = CumulativeAttacker(
+        known_label_of=dict(zip(ids[known.numpy()].tolist(), labels[known].tolist())), num_classes=5, seed=0
+    )
+    _feed_epoch(attacker, ids, grad, smashed, readings=readings)
+    assert "cross_kmeans.both" not in starts[-1]
+    assert attacker.reads_randomised == (keep < 1)
+    _feed_epoch(attacker, ids, grad, smashed, readings=readings)
+    assert ("cross_kmeans.both" in starts[-1]) == (keep < 1), starts[-1]
 
 
 def _response_epoch(*, labels: torch.Tensor, noisy: torch.Tensor, seed: int, k: int):
