@@ -772,6 +772,36 @@ def test_at_epoch_0_the_attacker_takes_cross_kmeans_where_it_reads_randomised_la
     )
 
 
+@pytest.mark.parametrize("spread", [0.4, 1.2])
+def test_a_leading_start_is_kept_where_the_criterion_cannot_tell_it_apart(spread):
+    """Two views, each clustered by its own structure: the fits from either structure are close (same
+    spread) and the held one wins the tie, unless the other start leads. Where the other view is looser
+    (spread 1.2), its fit is not close and leading does not keep it."""
+    labels = _labels(60, 4, seed=3)
+    other = _labels(60, 4, seed=4)
+    rows = torch.arange(len(labels))
+    views = [
+        View.of(rows, _clusters(labels, 16, spread=0.4, seed=5)),
+        View.of(rows, _clusters(other, 16, spread=spread, seed=6)),
+    ]
+    common = dict(
+        num_rows=len(labels),
+        known_rows=torch.empty(0, dtype=torch.long),
+        known_labels=torch.empty(0, dtype=torch.long),
+        num_classes=4,
+        starts=[("held", labels.clone()), ("reading", other.clone())],
+        held="held",
+    )
+    name, fit = best_fit(views, **common)
+    assert name == "held" and (fit.labels == labels).float().mean() > 0.8 > (fit.labels == other).float().mean()
+    assert best_fit(views, **common, leading=("absent",))[0] == "held"
+    name, fit = best_fit(views, **common, leading=("reading",))
+    if spread < 1:
+        assert name == "reading" and (fit.labels == other).float().mean() > 0.8 > (fit.labels == labels).float().mean()
+    else:
+        assert name == "held"
+
+
 @pytest.mark.parametrize("keep", [0.5, 1.0])
 def test_after_reading_randomised_labels_the_fits_also_start_from_cross_kmeans(monkeypatch, keep):
     """Once the epoch-0 gradients were read as randomised labels (keep 0.5), cross_kmeans's labelling of
@@ -799,6 +829,7 @@ def test_after_reading_randomised_labels_the_fits_also_start_from_cross_kmeans(m
     assert attacker.reads_randomised == (keep < 1)
     _feed_epoch(attacker, ids, grad, smashed, readings=readings)
     assert ("cross_kmeans.both" in starts[-1]) == (keep < 1), starts[-1]
+    assert attacker._leading == (("cross_kmeans.both",) if keep < 1 else ())
 
 
 def _response_epoch(*, labels: torch.Tensor, noisy: torch.Tensor, seed: int, k: int):

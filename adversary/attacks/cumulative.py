@@ -74,7 +74,9 @@ the known samples in their own class, the kept fit's classes are renamed by them
 At the end of epoch 0 it may take cross_kmeans's labelling instead of the fit's, where the gradients
 look like randomised labels and cross_kmeans, read out of fold, predicts their clusters significantly
 better than the fit: under randomized response the labelling that predicts the randomised labels better,
-among those made without them, is right more often (_read_randomised_labels). At every epoch end, where its
+among those made without them, is right more often (_read_randomised_labels). From then on cross_kmeans's
+labelling of each epoch is also a start of its epoch-end fit, kept wherever the criterion and the known
+samples allow it (end_epoch's readings). At every epoch end, where its
 labelling is the gradients' own clusters, it reads them as randomized response on the classes the smashed
 data predict and moves the rows that this reading puts in another class at two epoch ends in a row
 (_read_response).
@@ -495,6 +497,7 @@ def best_fit(
     switch_margin: float = 0.005,
     known_slack: int = 0,
     held: str | None = None,
+    leading: tuple[str, ...] = (),
 ) -> tuple[str, ViewFit]:
     """Returns (name of the start, fit) of the best fit from any start (name, initial labelling).
 
@@ -519,6 +522,10 @@ def best_fit(
     one percent, fits grown around the known samples in the first epoch of a deep cut (SimpleNet,
     block 9) were within it of the gradient-led fits, placed more known samples, and won with half
     their accuracy (docs/attacks.md, "Deciding without labels").
+
+    A fit from a start named in leading is kept wherever it is among the candidates, before the
+    consensus: the attacker's readings of randomised labels (CumulativeAttacker.end_epoch), which
+    evidence the criterion cannot see showed to be right more often.
     """
     fits: list[tuple[str, ViewFit]] = []
     seen: list[torch.Tensor] = []
@@ -541,6 +548,9 @@ def best_fit(
     most = max(fit.known_agreement for _, fit in close)
     candidates = [item for item in close if item[1].known_agreement >= most - known_slack]
 
+    lead = [item for item in candidates if item[0] in leading]
+    if lead:
+        return lead[0]
     return _consensus(close, candidates, num_classes=num_classes, held=held)
 
 
@@ -846,6 +856,8 @@ class CumulativeAttacker:
         # Whether the epoch-0 gradients were read as randomised labels (_read_randomised_labels): from then on the
         # readings of end_epoch (cross_kmeans's labellings) are starts of every epoch-end fit.
         self.reads_randomised = False
+        # The names of those starts, whose fits lead where the criterion allows (best_fit's leading).
+        self._leading: tuple[str, ...] = ()
         # Each row's class as the last epoch end's response reading chose it (-1: none; _read_response).
         self._response_choice = torch.empty(0, dtype=torch.long, device=self.device)
 
@@ -1055,6 +1067,7 @@ class CumulativeAttacker:
             known_slack=1 if self.num_classes >= DISTINCT_FROM else 0,
             # The first start is always the attacker's own labelling ("current" or "cumulative").
             held=starts[0][0],
+            leading=self._leading,
         )
         choice = f"fit started from {name}"
         few = fit.known_agreement <= RENAME_BELOW * len(known_rows)
@@ -1257,11 +1270,14 @@ class CumulativeAttacker:
         channel in the frame the next epoch's rounds will come in (the engine's new PCA axes); they
         make this epoch's views and the prototypes the next epoch starts from. Without them the
         rounds' own vectors are used. readings: labellings of ids by the attacks on both channels
-        (cross_kmeans), starts too from the epoch after the one whose gradients were read as randomised
-        labels (reads_randomised). There cross_kmeans is the attack that reads them: under label DP at
-        epsilon 1 its labelling led the fit by 11 to 12 points at every later epoch end of a capture, and
-        the fit from it was among the close fits but not a start. Elsewhere it is no start: as one more,
-        it moved the consensus among the close fits near chance under DP-SGD (docs/attacker-changes.md).
+        (cross_kmeans). From the epoch after the one whose gradients were read as randomised labels
+        (reads_randomised) they are starts too, and their fits are kept wherever they are among
+        best_fit's candidates (leading). There cross_kmeans is the attack that reads the randomised
+        labels, and epoch 0, before the bottom model learnt them, showed it right more often than the fit;
+        later the criterion cannot tell the two apart (under label DP at epsilon 1 the fit from
+        cross_kmeans, 0.788 right, was 0.00002 from the fit the consensus kept, 0.646). Elsewhere they
+        are no start: as one more, cross_kmeans moved the consensus among the close fits near chance
+        under DP-SGD (docs/attacker-changes.md).
         """
         rows = self._rows(ids)
         if epoch_vectors is not None:
@@ -1270,6 +1286,7 @@ class CumulativeAttacker:
         self._views += epoch_views
         initial = {"cumulative": self.labels.clone(), "known samples": torch.full_like(self.labels, -1)}
         labellings = {**candidates, **(readings or {})} if self.reads_randomised else candidates
+        self._leading = tuple(readings or ()) if self.reads_randomised else ()
         for name, predictions in labellings.items():
             init = self.labels.clone()
             init[rows] = torch.as_tensor(predictions, dtype=torch.long, device=self.device)
