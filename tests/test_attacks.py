@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adversary.attacks import ATTACKS, AttackContext, Reference
+from adversary.attacks.cumulative import CumulativeAttacker
 from adversary.attacks.similarity import distances, fit_pca, kmeans, kmeans_plus_plus, normalise, random_frame
 from adversary.engine import AttackEngine
 from splitleak.config import AttackSection
@@ -249,12 +250,21 @@ def test_the_engine_runs_pair_attacks_at_epoch_ends_on_both_channels():
         ATTACKS.get("cross_kmeans")().predict(smashed, Reference(smashed[rows], labels[rows], "t"), None)
 
 
-def test_cross_kmeans_leaves_the_cumulative_attacker_as_it_was():
-    """Its labelling is not among the cumulative fit's starts: the cumulative attacker labels alike with and
+def test_cross_kmeans_reaches_the_cumulative_attacker_as_a_reading_only(monkeypatch):
+    """Its labelling is handed to the cumulative attacker as a reading, never as a candidate, so where the
+    attacker read no randomised labels (three classes: the check needs four) it labels alike with and
     without it."""
     grad, smashed, labels, _ = _randomised_response(classes=3, n_per=60, keep=0.5, seed=5)
     ids = np.arange(len(labels)) * 3 + 2
     _, rows = _known(smashed, labels)
+    handed = []
+    end_epoch = CumulativeAttacker.end_epoch
+
+    def recorded(self, ids, candidates, epoch_vectors=None, readings=None):
+        handed.append((sorted(candidates), sorted(readings or {})))
+        return end_epoch(self, ids, candidates, epoch_vectors=epoch_vectors, readings=readings)
+
+    monkeypatch.setattr(CumulativeAttacker, "end_epoch", recorded)
     outcome = {}
     for per_epoch in (["distance", "kmeans_seeded"], ["distance", "kmeans_seeded", "cross_kmeans"]):
         engine = AttackEngine(
@@ -262,6 +272,9 @@ def test_cross_kmeans_leaves_the_cumulative_attacker_as_it_was():
         )
         for epoch in range(2):
             results = engine.train_epoch(epoch, ids, smashed=smashed, grad=grad)
+        assert not engine.cumulative.reads_randomised
         outcome[len(per_epoch)] = next(r for r in results if r.attack == "cumulative")
     assert np.array_equal(outcome[2].predictions, outcome[3].predictions)
     assert "cross_kmeans" not in outcome[3].reference
+    assert handed[-1][1] == ["cross_kmeans.both"] and not any("cross_kmeans" in name for name in handed[-1][0])
+    assert handed[0][1] == []
