@@ -27,7 +27,7 @@ from adversary.attacks.similarity import Frame, fit_pca, random_frame
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AttackEngine"]
+__all__ = ["AttackEngine", "cumulative_starts"]
 
 MEASURES = {"grad": "cosine", "smashed": "euclidean", "none": "euclidean"}
 KINDS = ("grad", "smashed")
@@ -36,6 +36,22 @@ KINDS = ("grad", "smashed")
 def _flat(vectors: torch.Tensor) -> torch.Tensor:
     """Returns one row per sample: attacks see a convolutional cut's feature maps as flat vectors."""
     return vectors.reshape(len(vectors), -1)
+
+
+def cumulative_starts(results: list[AttackResult]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Returns the epoch's single-attack labellings that the cumulative attacker's end_epoch takes: the
+    candidates (attacks on one channel) and the readings (attacks on both channels: cross_kmeans), each
+    named attack.data, of the attacks that labelled every sample.
+
+    Those on both channels are starts only where the attacker read the gradients as randomised labels:
+    elsewhere, as one more start, cross_kmeans moved the consensus among the close fits near chance, and
+    the attacker gave up labellings it held (the tables made with it, docs/attacker-changes.md: DP-SGD at
+    epsilon 50 ended at 0.565 instead of 0.718).
+    """
+    complete = [r for r in results if r.note is None and r.data != "none" and bool((r.predictions >= 0).all())]
+    candidates = {f"{r.attack}.{r.data}": r.predictions for r in complete if r.data != "both"}
+    readings = {f"{r.attack}.{r.data}": r.predictions for r in complete if r.data == "both"}
+    return candidates, readings
 
 
 class AttackEngine:
@@ -346,14 +362,8 @@ class AttackEngine:
         results += self.pair_attacks(epoch, ids, reduced)
         if self.cumulative is not None:
             start = time.perf_counter()
-            # Every single attack's labelling on one channel is a place the cumulative fit may start from.
-            # Those on both channels (cross_kmeans) only where the attacker read the gradients as randomised
-            # labels (end_epoch's readings): elsewhere, as one more start, cross_kmeans moved the consensus
-            # among the close fits near chance, and the attacker gave up labellings it held (the tables made
-            # with it, docs/attacker-changes.md: DP-SGD at epsilon 50 ended at 0.565 instead of 0.718).
-            complete = [r for r in results if r.note is None and r.data != "none" and bool((r.predictions >= 0).all())]
-            candidates = {f"{r.attack}.{r.data}": r.predictions for r in complete if r.data != "both"}
-            readings = {f"{r.attack}.{r.data}": r.predictions for r in complete if r.data == "both"}
+            # Every single attack's labelling is a place the cumulative fit may start from (cumulative_starts).
+            candidates, readings = cumulative_starts(results)
             predictions = self.cumulative.end_epoch(ids, candidates, epoch_vectors=reduced, readings=readings)
             previous, self._previous_cumulative = self._previous_cumulative, (ids, predictions)
             agreement = None

@@ -121,7 +121,7 @@ def bench_synthetic(
     """Returns one row per attack and data kind: its time (median of repeats), accuracy and peak RSS beside its
     reference's (median of repeats, same vectors, same initial centroids)."""
     from adversary.attacks.base import attack_seed
-    from adversary.engine import AttackEngine
+    from adversary.engine import AttackEngine, cumulative_starts
     from splitleak.config import AttackSection
 
     cfg = AttackSection()
@@ -171,9 +171,7 @@ def bench_synthetic(
             results_all.append(r)
     if "cumulative" in names and set(channels) == {"grad", "smashed"}:
         start = time.perf_counter()
-        starts = [r for r in results_all if r.note is None and r.data != "none"]
-        candidates = {f"{r.attack}.{r.data}": r.predictions for r in starts if r.data != "both"}
-        readings = {f"{r.attack}.{r.data}": r.predictions for r in starts if r.data == "both"}
+        candidates, readings = cumulative_starts(results_all)
         predictions = engine.cumulative.end_epoch(ids, candidates, epoch_vectors=reduced, readings=readings)
         ours[("cumulative", "both")] = (time.perf_counter() - start, predictions)
         rows.append({"attack": "cumulative", "data": "both", "peak_rss_mb": _peak_rss_mb()})
