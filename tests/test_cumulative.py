@@ -1,5 +1,6 @@
 """The cumulative attacker: its fit against independent computations, and what it must never do."""
 
+import dataclasses
 import inspect
 import math
 
@@ -830,6 +831,51 @@ def test_after_reading_randomised_labels_the_fits_also_start_from_cross_kmeans(m
     _feed_epoch(attacker, ids, grad, smashed, readings=readings)
     assert ("cross_kmeans.both" in starts[-1]) == (keep < 1), starts[-1]
     assert attacker._leading == (("cross_kmeans.both",) if keep < 1 else ())
+
+
+def test_an_anchored_view_holds_each_class_at_its_known_sample():
+    """An anchored view scores every row by its distance to each class's known sample, whatever the
+    labelling (the nearest known sample, as NumPy finds it), and takes no part in the known samples'
+    agreement, where each known sample would sit at its own class's centre."""
+    labels = _labels(30, 4, seed=61)
+    x = _clusters(labels, 8, spread=0.6, seed=62)
+    known_rows, known_labels = _known(labels)
+    plain = View.of(torch.arange(len(labels)), x, "smashed")
+    anchored = dataclasses.replace(plain, channel="anchor", anchors=(known_rows, known_labels))
+    d2 = ((x.numpy()[:, None, :] - x.numpy()[known_rows.numpy()][None]) ** 2).sum(axis=-1)
+    nearest = known_labels.numpy()[d2.argmin(axis=1)]
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(63))]
+    for labelling in (labels, shuffled):
+        scores, _ = cumulative._view_scores([anchored], labelling, len(labels), 4)
+        assert np.array_equal(scores.argmax(dim=1).numpy(), nearest)
+        alone = cumulative._known_agreement([plain], shuffled, known_rows, known_labels, 4)
+        assert cumulative._known_agreement([plain, anchored], shuffled, known_rows, known_labels, 4) == alone
+
+
+@pytest.mark.parametrize("keep", [0.2, 0.5, 1.0])
+def test_where_cross_kmeans_reads_the_randomised_labels_no_better_the_later_fits_are_anchored(monkeypatch, keep):
+    """Gradients that follow randomised labels which carry nothing of the classes (keep 0.2 of five: chance):
+    cross_kmeans reads them no better than the fit, and from epoch 1 on the epoch-end fits have the anchored
+    view. Not where cross_kmeans reads them better (keep 0.5: the switch) nor where they follow the labels."""
+    grad, smashed, labels, noisy = _randomised_epoch(keep=keep)
+    known = _known_sharing_a_randomised_label(labels, noisy) if keep < 1 else _known(labels)[0]
+    ids = np.arange(len(labels)) * 3 + 7
+    channels = []
+    best_fit = cumulative.best_fit
+
+    def recorded(views, **kw):
+        channels.append({view.channel for view in views})
+        return best_fit(views, **kw)
+
+    monkeypatch.setattr(cumulative, "best_fit", recorded)
+    attacker = CumulativeAttacker(
+        known_label_of=dict(zip(ids[known.numpy()].tolist(), labels[known].tolist())), num_classes=5, seed=0
+    )
+    _feed_epoch(attacker, ids, grad, smashed)
+    assert "anchor" not in channels[-1]
+    assert (attacker.anchored, attacker.reads_randomised) == (keep == 0.2, keep == 0.5)
+    _feed_epoch(attacker, ids, grad, smashed)
+    assert ("anchor" in channels[-1]) == (keep == 0.2), channels[-1]
 
 
 def _response_epoch(*, labels: torch.Tensor, noisy: torch.Tensor, seed: int, k: int):

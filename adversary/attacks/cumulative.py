@@ -76,10 +76,13 @@ look like randomised labels and cross_kmeans, read out of fold, predicts their c
 better than the fit: under randomized response the labelling that predicts the randomised labels better,
 among those made without them, is right more often (_read_randomised_labels). From then on cross_kmeans's
 labelling of each epoch is also a start of its epoch-end fit, kept wherever the criterion and the known
-samples allow it (end_epoch's readings). At every epoch end, where its
-labelling is the gradients' own clusters, it reads them as randomized response on the classes the smashed
-data predict and moves the rows that this reading puts in another class at two epoch ends in a row
-(_read_response).
+samples allow it (end_epoch's readings). Where the gradients looked like randomised labels at epoch 0 but
+cross_kmeans did not read them better, the smashed data's clusters carry little of the classes, and from
+then on each epoch-end fit also looks at the newest smashed data with every class's centre held at its
+known sample (the anchored view: the distance attack's reading as one more look). At every epoch end,
+where its labelling is the gradients' own clusters, it reads them as randomized response on the classes
+the smashed data predict and moves the rows that this reading puts in another class at two epoch ends in
+a row (_read_response).
 
 Between epochs it keeps up round by round: each batch is scored against class
 prototypes that follow the moving model (means of recent rounds' vectors,
@@ -226,6 +229,16 @@ RANDOMISED_EXPLAINED = 0.5
 # clusters better than the fit does by this many standard errors (McNemar's statistic, paired_z): by chance
 # (two labellings that predict them equally well) that happens with probability 0.0013.
 SWITCH_Z = 3.0
+# Where the gradients look like randomised labels there (the first two conditions) and cross_kmeans does not
+# read them better, the smashed data's clusters carry little of the classes: under label DP at epsilon 0.1
+# with the uniform prior, k-means on them seeded by the known samples was at chance (0.104) at the end of
+# epoch 0 and 0.20 at epoch 4, while the nearest known sample (the distance attack) read 0.20 and 0.36, and
+# the fit, which clusters them, 0.10 and 0.26. From the next epoch on, each epoch-end fit also looks at the
+# newest smashed data with every class's centre held at its known sample (an anchored view, the distance
+# attack's reading as one more look), weighted as each smashed geometry is. Elsewhere it costs: under DP-SGD
+# at epsilon 50 (gradients that are noise) the run ended at 0.480 instead of 0.718, and after the switch
+# above, under label DP at epsilon 1, at 0.540 instead of 0.824 (docs/attacker-changes.md).
+ANCHOR_WEIGHT = 0.5
 # Reading the response (CumulativeAttacker._read_response), at every epoch end: where the attacker's labelling
 # is the newest gradients' own clusters on at least this fraction of the rows (Hungarian-matched: under
 # randomized response at epsilon 5 with the uniform prior, 1.000; where the labelling held the labels and the
@@ -254,7 +267,7 @@ class View:
     rows: torch.Tensor
     vectors: torch.Tensor
     dims: float
-    # "grad", "smashed" or "cross" (cross_channel; empty when it does not matter).
+    # "grad", "smashed", "cross" (cross_channel) or "anchor" (anchors; empty when it does not matter).
     channel: str = ""
     # How far the fit trusts the view: its precision and its share of the criterion are scaled by this.
     weight: float = 1.0
@@ -263,6 +276,9 @@ class View:
     # What was computed from the vectors alone (view_trust's partitions), kept with them: shared by
     # the view's weighted copies, saved with it in a checkpoint.
     memo: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    # An anchored view (channel "anchor"): (positions in vectors, classes) of the known samples, at which
+    # each class's centre stays instead of the mean of its members (CumulativeAttacker.anchored).
+    anchors: tuple[torch.Tensor, torch.Tensor] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def weighted(self, weight: float) -> "View":
         """Returns the same view with another weight."""
@@ -306,7 +322,8 @@ class ViewFit:
 def _view_scores(
     views: list[View], labels: torch.Tensor, num_rows: int, num_classes: int
 ) -> tuple[torch.Tensor, float]:
-    """Returns (scores, criterion) of a labelling: each view's centres from it, weighted by its fit."""
+    """Returns (scores, criterion) of a labelling: each view's centres from it (an anchored view's at its
+    known samples), weighted by its fit."""
     device = labels.device
     scores = torch.zeros(num_rows, num_classes, device=device)
     present_anywhere = torch.zeros(num_classes, dtype=torch.bool, device=device)
@@ -321,11 +338,18 @@ def _view_scores(
         if not every and not bool(have.any()):
             continue
         lab_have, x_have = (lab, x) if every else (lab[have], x[have])
-        counts = torch.bincount(lab_have, minlength=num_classes)
-        present = counts > 0
+        if view.anchors is not None:
+            at, classes = view.anchors
+            present = torch.zeros(num_classes, dtype=torch.bool, device=device)
+            present[classes] = True
+            centres = torch.zeros(num_classes, x.shape[1], device=device, dtype=x.dtype)
+            centres[classes] = x[at]
+        else:
+            counts = torch.bincount(lab_have, minlength=num_classes)
+            present = counts > 0
+            sums = torch.zeros(num_classes, x.shape[1], device=device, dtype=x.dtype).index_add_(0, lab_have, x_have)
+            centres = sums / counts.clamp_min(1)[:, None].to(x.dtype)
         present_anywhere |= present
-        sums = torch.zeros(num_classes, x.shape[1], device=device, dtype=x.dtype).index_add_(0, lab_have, x_have)
-        centres = sums / counts.clamp_min(1)[:, None].to(x.dtype)
         d2 = squared_distances(x, centres)
         # A class with no member in this view: as far as the farthest present class, for every row.
         if not bool(present.all()):
@@ -409,6 +433,11 @@ def fit_views(
     return ViewFit(labels, scores, criterion, agreement, iterations)
 
 
+def _unanchored(views: list[View]) -> list[View]:
+    """Returns the views whose class centres are their members' means (all but the anchored one)."""
+    return [view for view in views if view.anchors is None]
+
+
 def _known_agreement(
     views: list[View], labels: torch.Tensor, known_rows: torch.Tensor, known_labels: torch.Tensor, num_classes: int
 ) -> int:
@@ -416,13 +445,14 @@ def _known_agreement(
 
     Left out, a known sample cannot pull its class towards itself: two known samples of different
     classes in one natural cluster (a partition that is not the classes, e.g. randomised labels, or
-    clusters matched to the classes by a permutation) cannot both agree.
+    clusters matched to the classes by a permutation) cannot both agree. Anchored views do not vote:
+    there each known sample is its own class's centre, whatever the labelling.
     """
     if not len(known_rows):
         return 0
     without = labels.clone()
     without[known_rows] = -1
-    scores, _ = _view_scores(views, without, len(labels), num_classes)
+    scores, _ = _view_scores(_unanchored(views), without, len(labels), num_classes)
     return int((scores[known_rows].argmax(dim=1) == known_labels).sum())
 
 
@@ -562,7 +592,7 @@ def named_by_known_samples(
     not change: only the known samples' clamp and the names move."""
     without = fit.labels.clone()
     without[known_rows] = -1
-    scores, _ = _view_scores(views, without, len(fit.labels), num_classes)
+    scores, _ = _view_scores(_unanchored(views), without, len(fit.labels), num_classes)
     placed = scores[known_rows].argmax(dim=1)
     classes = torch.arange(num_classes)
     names = name_by_known(placed.cpu(), known_labels.cpu(), classes).to(fit.labels.device)
@@ -679,8 +709,8 @@ def view_trust(
     of a fresh bottom model the inputs' own look (the authors' DP-SGD at epsilon 0.1: seeded k-means
     0.994 right on the gradients, 0.34 on the smashed data; the fit of both, 0.916). So where the
     newest gradient view is recognised as above, with at least REFERENCE_FROM classes, it is the
-    reference of its own epoch instead: the newest smashed views and cross-channel view count by their
-    kinship with its partition, with RECOGNISED_RELATED.
+    reference of its own epoch instead: the newest smashed views, cross-channel and anchored views count
+    by their kinship with its partition, with RECOGNISED_RELATED.
 
     natural_restarts: the k-means++ restarts of natural_clusters (default: restarts). Each view's own
     partition and natural clusters are kept in its memo.
@@ -745,7 +775,7 @@ def view_trust(
     if num_classes >= REFERENCE_FROM and newest_grad and recognised(newest_grad[0]):
         anchor = own(newest_grad[0])
         for v in views:
-            if v.epoch == newest_epoch and v.channel in ("smashed", "cross"):
+            if v.epoch == newest_epoch and v.channel in ("smashed", "cross", "anchor"):
                 weight[id(v)] = v.weight * kinship(v, anchor, RECOGNISED_RELATED)
     smashed_reference = partition([v.weighted(weight[id(v)]) for v in smashed])
     weighted = []
@@ -858,6 +888,9 @@ class CumulativeAttacker:
         self.reads_randomised = False
         # The names of those starts, whose fits lead where the criterion allows (best_fit's leading).
         self._leading: tuple[str, ...] = ()
+        # Whether the epoch-0 gradients looked like randomised labels that cross_kmeans did not read better
+        # (_read_randomised_labels): from then on every epoch-end fit also has the anchored view (ANCHOR_WEIGHT).
+        self.anchored = False
         # Each row's class as the last epoch end's response reading chose it (-1: none; _read_response).
         self._response_choice = torch.empty(0, dtype=torch.long, device=self.device)
 
@@ -1036,6 +1069,21 @@ class CumulativeAttacker:
             views.append(cross.weighted(CROSS_WEIGHT))
         return views
 
+    def _anchored_view(self, epoch_views: list[View]) -> View | None:
+        """Returns the epoch's smashed data (centred, unit) with each class's centre held at its known sample
+        (ANCHOR_WEIGHT), or None where the epoch holds no known sample."""
+        smashed = next((view for view in epoch_views if view.channel == "smashed"), None)
+        if smashed is None:
+            return None
+        known_rows, known_labels = self._known()
+        position = torch.full((len(self._ids),), -1, dtype=torch.long, device=self.device)
+        position[smashed.rows] = torch.arange(len(smashed.rows), device=self.device)
+        inside = position[known_rows] >= 0
+        if not bool(inside.any()):
+            return None
+        anchors = (position[known_rows[inside]], known_labels[inside])
+        return dataclasses.replace(smashed, channel="anchor", weight=ANCHOR_WEIGHT, memo={}, anchors=anchors)
+
     def _fit(self, starts: list[tuple[str, torch.Tensor]], *, views: list[View], epoch_end: bool) -> list[View]:
         """Fits the views from the starts and holds the best fit's labelling; returns the views as view_trust
         weighted them."""
@@ -1138,9 +1186,10 @@ class CumulativeAttacker:
         The check applies from DISTINCT_FROM classes on, where the newest gradient view weighs at most
         RANDOMISED_WEIGHT (tight clusters the smashed data do not share) and its clusters explain at least
         RANDOMISED_EXPLAINED of its variance (DP-SGD's noise explains 0.03), and the labelling switches
-        where cross_kmeans predicts the clusters better by more than SWITCH_Z (paired_z). The clusters are
-        those of the single attacks (same seed, restarts and tolerance), so the labelling taken is the
-        cross_kmeans attack's of the same epoch.
+        where cross_kmeans predicts the clusters better by more than SWITCH_Z (paired_z); where it does not,
+        the later epoch-end fits are anchored instead (anchored, ANCHOR_WEIGHT). The clusters are those of
+        the single attacks (same seed, restarts and tolerance), so the labelling taken is the cross_kmeans
+        attack's of the same epoch.
 
         Only the labelling held changes. The views' posterior, to which the next epoch's rounds add their
         evidence, stays the fit's: made from the views' scores under the new labelling instead, it moved
@@ -1191,6 +1240,7 @@ class CumulativeAttacker:
         seen[known_at] = known_labels
         z = paired_z(clusters.cpu().numpy(), seen.cpu().numpy(), held_out.cpu().numpy(), k)
         if z <= SWITCH_Z:
+            self.anchored = True
             return
         reference = Reference(smashed[known_at], known_labels, "known samples")
         labels = CrossKMeansAttack.read(clusters, smashed, reference, self.num_classes).labels.to(self.device)
@@ -1295,7 +1345,9 @@ class CumulativeAttacker:
         # the gradients carry (randomised labels, noise) no longer outweighs the smashed data.
         starts = list(initial.items())
         if self._known()[0].numel():
-            trusted = self._fit(starts, views=self._views, epoch_end=True)
+            anchored = self._anchored_view(epoch_views) if self.anchored else None
+            views = self._views + ([anchored] if anchored is not None else [])
+            trusted = self._fit(starts, views=views, epoch_end=True)
             if self._epochs_ended == 0:
                 self._read_randomised_labels(rows, trusted)
             self._read_response(trusted)
