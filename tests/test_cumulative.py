@@ -848,8 +848,8 @@ def test_an_anchored_view_holds_each_class_at_its_known_sample():
     for labelling in (labels, shuffled):
         scores, _ = cumulative._view_scores([anchored], labelling, len(labels), 4)
         assert np.array_equal(scores.argmax(dim=1).numpy(), nearest)
-        alone = cumulative._known_agreement([plain], shuffled, known_rows, known_labels, 4)
-        assert cumulative._known_agreement([plain, anchored], shuffled, known_rows, known_labels, 4) == alone
+        alone = cumulative._known_agreement([plain], labelling, known_rows, known_labels, 4)
+        assert cumulative._known_agreement([plain, anchored], labelling, known_rows, known_labels, 4) == alone
 
 
 @pytest.mark.parametrize("keep", [0.2, 0.5, 1.0])
