@@ -874,8 +874,10 @@ def test_where_cross_kmeans_reads_the_randomised_labels_no_better_the_later_fits
     _feed_epoch(attacker, ids, grad, smashed)
     assert "anchor" not in channels[-1]
     assert (attacker.anchored, attacker.reads_randomised) == (keep == 0.2, keep == 0.5)
+    assert ("later fits are anchored" in attacker.last_choice) == (keep == 0.2), attacker.last_choice
     _feed_epoch(attacker, ids, grad, smashed)
     assert ("anchor" in channels[-1]) == (keep == 0.2), channels[-1]
+    assert ("anchored at the known samples" in attacker.last_choice) == (keep == 0.2), attacker.last_choice
 
 
 def _response_epoch(*, labels: torch.Tensor, noisy: torch.Tensor, seed: int, k: int):

@@ -1118,6 +1118,8 @@ class CumulativeAttacker:
             leading=self._leading,
         )
         choice = f"fit started from {name}"
+        if any(view.anchors is not None for view in views):
+            choice += ", with the newest smashed data anchored at the known samples"
         few = fit.known_agreement <= RENAME_BELOW * len(known_rows)
         if epoch_end and self.num_classes >= REFERENCE_FROM and len(known_rows) and few:
             renamed = named_by_known_samples(
@@ -1241,6 +1243,11 @@ class CumulativeAttacker:
         z = paired_z(clusters.cpu().numpy(), seen.cpu().numpy(), held_out.cpu().numpy(), k)
         if z <= SWITCH_Z:
             self.anchored = True
+            self.last_choice = (
+                f"{self.last_choice}; the gradients' clusters (explaining {explained:.2f} of their variance) are "
+                f"read no better by cross_kmeans, out of fold, than by the fit (z = {z:.1f}): later fits are "
+                "anchored at the known samples"
+            )
             return
         reference = Reference(smashed[known_at], known_labels, "known samples")
         labels = CrossKMeansAttack.read(clusters, smashed, reference, self.num_classes).labels.to(self.device)
