@@ -853,31 +853,40 @@ def test_an_anchored_view_holds_each_class_at_its_known_sample():
 
 
 @pytest.mark.parametrize("keep", [0.2, 0.5, 1.0])
-def test_where_cross_kmeans_reads_the_randomised_labels_no_better_the_later_fits_are_anchored(monkeypatch, keep):
+def test_where_cross_kmeans_reads_the_randomised_labels_no_better_the_fits_are_anchored(monkeypatch, keep):
     """Gradients that follow randomised labels which carry nothing of the classes (keep 0.2 of five: chance):
-    cross_kmeans reads them no better than the fit, and from epoch 1 on the epoch-end fits have the anchored
-    view. Not where cross_kmeans reads them better (keep 0.5: the switch) nor where they follow the labels."""
+    cross_kmeans reads them no better than the fit, so epoch 0's fit is made again with the anchored view
+    and from the nearest known sample, and so is every later epoch-end fit. Not where cross_kmeans reads
+    them better (keep 0.5: the switch) nor where they follow the labels."""
     grad, smashed, labels, noisy = _randomised_epoch(keep=keep)
     known = _known_sharing_a_randomised_label(labels, noisy) if keep < 1 else _known(labels)[0]
     ids = np.arange(len(labels)) * 3 + 7
-    channels = []
+    fits = []
     best_fit = cumulative.best_fit
 
     def recorded(views, **kw):
-        channels.append({view.channel for view in views})
+        fits.append(({view.channel for view in views}, [name for name, _ in kw["starts"]]))
         return best_fit(views, **kw)
 
     monkeypatch.setattr(cumulative, "best_fit", recorded)
     attacker = CumulativeAttacker(
         known_label_of=dict(zip(ids[known.numpy()].tolist(), labels[known].tolist())), num_classes=5, seed=0
     )
+    anchored = keep == 0.2
     _feed_epoch(attacker, ids, grad, smashed)
-    assert "anchor" not in channels[-1]
-    assert (attacker.anchored, attacker.reads_randomised) == (keep == 0.2, keep == 0.5)
-    assert ("later fits are anchored" in attacker.last_choice) == (keep == 0.2), attacker.last_choice
+    epoch_end = [fit for fit in fits if "cumulative" in fit[1]]
+    assert len(epoch_end) == (2 if anchored else 1)
+    assert "anchor" not in epoch_end[0][0] and "the nearest known sample" not in epoch_end[0][1]
+    assert (attacker.anchored, attacker.reads_randomised) == (anchored, keep == 0.5)
+    assert ("anchored at the known samples from now on" in attacker.last_choice) == anchored, attacker.last_choice
+    assert ("this epoch's fit started from" in attacker.last_choice) == anchored, attacker.last_choice
+    channels, starts = fits[-1]
+    assert ("anchor" in channels) == anchored and ("the nearest known sample" in starts) == anchored
     _feed_epoch(attacker, ids, grad, smashed)
-    assert ("anchor" in channels[-1]) == (keep == 0.2), channels[-1]
-    assert ("anchored at the known samples" in attacker.last_choice) == (keep == 0.2), attacker.last_choice
+    channels, starts = fits[-1]
+    assert ("anchor" in channels) == anchored, channels
+    assert ("the nearest known sample" in starts) == anchored, starts
+    assert ("anchored at the known samples" in attacker.last_choice) == anchored, attacker.last_choice
 
 
 def _response_epoch(*, labels: torch.Tensor, noisy: torch.Tensor, seed: int, k: int):

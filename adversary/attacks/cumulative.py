@@ -78,8 +78,9 @@ among those made without them, is right more often (_read_randomised_labels). Fr
 labelling of each epoch is also a start of its epoch-end fit, kept wherever the criterion and the known
 samples allow it (end_epoch's readings). Where the gradients looked like randomised labels at epoch 0 but
 cross_kmeans did not read them better, the smashed data's clusters carry little of the classes, and from
-then on each epoch-end fit also looks at the newest smashed data with every class's centre held at its
-known sample (the anchored view: the distance attack's reading as one more look). At every epoch end,
+then on (epoch 0's fit is made again) each epoch-end fit also looks at the newest smashed data with every
+class's centre held at its known sample (the anchored view: the distance attack's reading as one more look)
+and starts from that reading too. At every epoch end,
 where its labelling is the gradients' own clusters, it reads them as randomized response on the classes
 the smashed data predict and moves the rows that this reading puts in another class at two epoch ends in
 a row (_read_response).
@@ -233,12 +234,15 @@ SWITCH_Z = 3.0
 # read them better, the smashed data's clusters carry little of the classes: under label DP at epsilon 0.1
 # with the uniform prior, k-means on them seeded by the known samples was at chance (0.104) at the end of
 # epoch 0 and 0.20 at epoch 4, while the nearest known sample (the distance attack) read 0.20 and 0.36, and
-# the fit, which clusters them, 0.10 and 0.26. From the next epoch on, each epoch-end fit also looks at the
-# newest smashed data with every class's centre held at its known sample (an anchored view, the distance
-# attack's reading as one more look), weighted as each smashed geometry is. Elsewhere it costs: under DP-SGD
-# at epsilon 50 (gradients that are noise) the run ended at 0.480 instead of 0.718, and after the switch
-# above, under label DP at epsilon 1, at 0.540 instead of 0.824 (docs/attacker-changes.md).
-ANCHOR_WEIGHT = 0.5
+# the fit, which clusters them, 0.10 and 0.26. From then on (epoch 0's fit is made again), each epoch-end
+# fit also looks at the newest smashed data with every class's centre held at its known sample (an anchored
+# view, the distance attack's reading as one more look), and starts from that reading too. It weighs as
+# much as the two smashed geometries and the cross-channel view together: weighted 0.5 (as one geometry),
+# the fits still drifted from it to the clusters, and stayed up to 10 points below it at epoch 0 and 4 at
+# the later epochs (docs/attacker-changes.md). Elsewhere it costs: under DP-SGD at epsilon 50 (gradients
+# that are noise) the run ended at 0.480 instead of 0.718, and after the switch above, under label DP at
+# epsilon 1, at 0.540 instead of 0.824, both weighted 0.5.
+ANCHOR_WEIGHT = 2.0
 # Reading the response (CumulativeAttacker._read_response), at every epoch end: where the attacker's labelling
 # is the newest gradients' own clusters on at least this fraction of the rows (Hungarian-matched: under
 # randomized response at epsilon 5 with the uniform prior, 1.000; where the labelling held the labels and the
@@ -1084,6 +1088,19 @@ class CumulativeAttacker:
         anchors = (position[known_rows[inside]], known_labels[inside])
         return dataclasses.replace(smashed, channel="anchor", weight=ANCHOR_WEIGHT, memo={}, anchors=anchors)
 
+    def _fit_epoch_end(self, starts: list[tuple[str, torch.Tensor]], epoch_views: list[View]) -> list[View]:
+        """Fits every view so far from the starts; in an anchored run with the anchored view of this epoch
+        too, and from its own reading (the nearest known sample) as one more start."""
+        views = self._views
+        anchored = self._anchored_view(epoch_views) if self.anchored else None
+        if anchored is not None:
+            scores, _ = _view_scores([anchored], self.labels, len(self._ids), self.num_classes)
+            nearest = self.labels.clone()
+            nearest[anchored.rows] = scores[anchored.rows].argmax(dim=1)
+            views = views + [anchored]
+            starts = starts + [("the nearest known sample", nearest)]
+        return self._fit(starts, views=views, epoch_end=True)
+
     def _fit(self, starts: list[tuple[str, torch.Tensor]], *, views: list[View], epoch_end: bool) -> list[View]:
         """Fits the views from the starts and holds the best fit's labelling; returns the views as view_trust
         weighted them."""
@@ -1189,9 +1206,9 @@ class CumulativeAttacker:
         RANDOMISED_WEIGHT (tight clusters the smashed data do not share) and its clusters explain at least
         RANDOMISED_EXPLAINED of its variance (DP-SGD's noise explains 0.03), and the labelling switches
         where cross_kmeans predicts the clusters better by more than SWITCH_Z (paired_z); where it does not,
-        the later epoch-end fits are anchored instead (anchored, ANCHOR_WEIGHT). The clusters are those of
-        the single attacks (same seed, restarts and tolerance), so the labelling taken is the cross_kmeans
-        attack's of the same epoch.
+        the epoch-end fits are anchored instead, this epoch's made again (anchored, ANCHOR_WEIGHT). The
+        clusters are those of the single attacks (same seed, restarts and tolerance), so the labelling taken
+        is the cross_kmeans attack's of the same epoch.
 
         Only the labelling held changes. The views' posterior, to which the next epoch's rounds add their
         evidence, stays the fit's: made from the views' scores under the new labelling instead, it moved
@@ -1245,8 +1262,8 @@ class CumulativeAttacker:
             self.anchored = True
             self.last_choice = (
                 f"{self.last_choice}; the gradients' clusters (explaining {explained:.2f} of their variance) are "
-                f"read no better by cross_kmeans, out of fold, than by the fit (z = {z:.1f}): later fits are "
-                "anchored at the known samples"
+                f"read no better by cross_kmeans, out of fold, than by the fit (z = {z:.1f}): the fits are "
+                "anchored at the known samples from now on"
             )
             return
         reference = Reference(smashed[known_at], known_labels, "known samples")
@@ -1352,11 +1369,15 @@ class CumulativeAttacker:
         # the gradients carry (randomised labels, noise) no longer outweighs the smashed data.
         starts = list(initial.items())
         if self._known()[0].numel():
-            anchored = self._anchored_view(epoch_views) if self.anchored else None
-            views = self._views + ([anchored] if anchored is not None else [])
-            trusted = self._fit(starts, views=views, epoch_end=True)
+            trusted = self._fit_epoch_end(starts, epoch_views)
             if self._epochs_ended == 0:
                 self._read_randomised_labels(rows, trusted)
+                if self.anchored:
+                    # The check decides at this epoch's end, from its fit; the epoch's fit is made again, anchored.
+                    check = self.last_choice
+                    starts[0] = ("cumulative", self.labels.clone())
+                    trusted = self._fit_epoch_end(starts, epoch_views)
+                    self.last_choice = f"{check}; this epoch's {self.last_choice}"
             self._read_response(trusted)
         # The next epoch starts from this epoch's frame: its smashed centre and the prototypes just rebuilt.
         self._rounds = []
