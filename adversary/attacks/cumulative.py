@@ -236,12 +236,13 @@ SWITCH_Z = 3.0
 # epoch 0 and 0.20 at epoch 4, while the nearest known sample (the distance attack) read 0.20 and 0.36, and
 # the fit, which clusters them, 0.10 and 0.26. From then on (epoch 0's fit is made again), each epoch-end
 # fit also looks at the newest smashed data with every class's centre held at its known sample (an anchored
-# view, the distance attack's reading as one more look), and starts from that reading too. It weighs as
-# much as the two smashed geometries and the cross-channel view together: weighted 0.5 (as one geometry),
-# the fits still drifted from it to the clusters, and stayed up to 10 points below it at epoch 0 and 4 at
-# the later epochs (docs/attacker-changes.md). Elsewhere it costs: under DP-SGD at epsilon 50 (gradients
-# that are noise) the run ended at 0.480 instead of 0.718, and after the switch above, under label DP at
-# epsilon 1, at 0.540 instead of 0.824, both weighted 0.5.
+# view, the distance attack's reading as one more look), and starts from that reading too. It weighs four
+# times one smashed geometry: weighted 0.5, as one geometry, the fits still drifted from it to the clusters
+# and stayed up to 10 points below it at epoch 0 and 6 at the later epochs; weighted 1, the gaps on two
+# captures at epsilon 0.5 were 27.3 and 14.6 points against 24.4 and 10.0 (docs/attacker-changes.md).
+# Elsewhere it costs: under DP-SGD at epsilon 50 (gradients that are noise) the run ended at 0.480 instead
+# of 0.718, and after the switch above, under label DP at epsilon 1, at 0.540 instead of 0.824, both
+# weighted 0.5.
 ANCHOR_WEIGHT = 2.0
 # Reading the response (CumulativeAttacker._read_response), at every epoch end: where the attacker's labelling
 # is the newest gradients' own clusters on at least this fraction of the rows (Hungarian-matched: under
